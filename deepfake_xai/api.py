@@ -1,0 +1,42 @@
+"""Top-level helpers over the registries."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .registry import DETECTORS, EXPLAINERS
+
+
+def list_detectors() -> list[str]:
+    """Names of every registered detector, built-in and plugin."""
+    return DETECTORS.names()
+
+
+def list_explainers(kind: str | None = None) -> list[str]:
+    """Names of registered explainers, optionally only one ``kind`` (attribution, projection)."""
+    return [
+        e.name for e in EXPLAINERS.entries() if kind is None or getattr(e.factory, "kind", None) == kind
+    ]
+
+
+def is_checkpoint_reference(value: str | os.PathLike) -> bool:
+    """True for ``hf-hub:`` ids and existing files or folders (as opposed to registry names)."""
+    text = os.fspath(value)
+    return text.startswith("hf-hub:") or text.endswith(".safetensors") or Path(text).exists()
+
+
+def load_detector(name_or_checkpoint: Any, **kwargs: Any):
+    """A :class:`Detector` from a registry name, a checkpoint path, an ``hf-hub:`` id, or as is.
+
+    Keyword arguments go to the detector factory (``pretrained``, ``pretrained_file``,
+    ``image_size``, ``device``...) or to :meth:`Detector.load` for checkpoints.
+    """
+    from .detectors import Detector
+
+    if isinstance(name_or_checkpoint, Detector):
+        return name_or_checkpoint
+    if is_checkpoint_reference(name_or_checkpoint):
+        return Detector.load(name_or_checkpoint, **kwargs)
+    return DETECTORS.create(name_or_checkpoint, **kwargs)

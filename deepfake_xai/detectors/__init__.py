@@ -1,0 +1,16 @@
+"""Detectors: the base class, checkpoints, and the built-in timm detectors (registered here)."""
+
+from .base import LABELS, Detector, resolve_device
+from .checkpoint import CheckpointError
+from .timm import EfficientNetB0, MobileNetV2, PretrainedWeightsUnavailable, TimmDetector
+
+__all__ = [
+    "LABELS",
+    "CheckpointError",
+    "Detector",
+    "EfficientNetB0",
+    "MobileNetV2",
+    "PretrainedWeightsUnavailable",
+    "TimmDetector",
+    "resolve_device",
+]

@@ -1,0 +1,223 @@
+"""The Detector: one model plus everything needed to use it correctly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..images import ImageSource, load_image
+from ..preprocessing import Harmonization, to_uint8_tensor
+
+LABELS = ("real", "fake")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA, then Apple MPS, then the CPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+class Detector:
+    """A binary real/fake classifier with one logit (sigmoid = P(fake)).
+
+    Subclasses (or models following timm's protocol: ``forward_features``,
+    ``forward_head(x, pre_logits=True)`` and ``get_classifier()``) provide :meth:`features`
+    and :meth:`head`. ``cam_layers`` maps names such as ``"final"`` and ``"mid"`` to module
+    paths inside :attr:`model`; ``"final"`` must be the layer whose output :meth:`features`
+    returns.
+    """
+
+    labels: tuple[str, str] = LABELS
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        name: str,
+        architecture: str,
+        cam_layers: Mapping[str, str],
+        harmonization: Harmonization | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        metadata: Mapping[str, Any] | None = None,
+        device: str | torch.device = "auto",
+    ):
+        if "final" not in cam_layers:
+            raise ValueError(f"{name}: cam_layers must name a 'final' layer, got {dict(cam_layers)}")
+        self.model = model
+        self.name = name
+        self.architecture = architecture
+        self.cam_layers = dict(cam_layers)
+        self.harmonization = harmonization or Harmonization()
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        for path in self.cam_layers.values():
+            self.module(path)
+        self.model.eval().requires_grad_(False)
+        self.to(device)
+
+    # -- model protocol -------------------------------------------------------------------
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The final feature map ``(B, C, h, w)`` of normalised input ``x``."""
+        return self.model.forward_features(x)
+
+    def head(self, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logit (B,), embedding (B, D))`` from the final feature map."""
+        embedding = self.model.forward_head(fmap, pre_logits=True)
+        logit = self.model.get_classifier()(embedding)
+        return logit.reshape(-1), embedding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B,)`` of a normalised float batch."""
+        return self.head(self.features(x))[0]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)
+
+    # -- inputs ---------------------------------------------------------------------------
+    @property
+    def input_size(self) -> int:
+        return self.harmonization.image_size
+
+    @property
+    def device(self) -> torch.device:
+        param = next(self.model.parameters(), None)
+        return param.device if param is not None else torch.device("cpu")
+
+    def to(self, device: str | torch.device) -> Detector:
+        self.model.to(resolve_device(device))
+        return self
+
+    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, 3, H, W)`` (or float in [0, 1]) to the model's normalised float input."""
+        device = self.device
+        batch = batch.to(device, non_blocking=True)
+        x = batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch.float()
+        mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def prepare(self, images: Sequence[ImageSource]) -> torch.Tensor:
+        """Decode and harmonise images into a uint8 ``(N, 3, S, S)`` batch on the CPU."""
+        return torch.stack([to_uint8_tensor(self.harmonization.apply(load_image(i))) for i in images])
+
+    def _batches(self, images: Sequence[ImageSource] | torch.Tensor, batch_size: int):
+        if isinstance(images, torch.Tensor):
+            if images.ndim == 3:
+                images = images.unsqueeze(0)
+            for start in range(0, len(images), batch_size):
+                yield self.normalize(images[start : start + batch_size])
+            return
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        for start in range(0, len(images), batch_size):
+            yield self.normalize(self.prepare(images[start : start + batch_size]))
+
+    # -- predictions ----------------------------------------------------------------------
+    def predict_proba(
+        self, images: Sequence[ImageSource] | torch.Tensor, batch_size: int = 32
+    ) -> np.ndarray:
+        """P(fake) per image, shape ``(N,)``; accepts paths, PIL images, arrays or a batch."""
+        with torch.inference_mode():
+            out = [torch.sigmoid(self(x).float()).cpu() for x in self._batches(images, batch_size)]
+        return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+    def embed(self, images: Sequence[ImageSource] | torch.Tensor, batch_size: int = 32) -> np.ndarray:
+        """Pooled penultimate embeddings, shape ``(N, D)``."""
+        with torch.inference_mode():
+            out = [self.head(self.features(x))[1].float().cpu() for x in self._batches(images, batch_size)]
+        return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+    # -- layers ---------------------------------------------------------------------------
+    def resolve_layer(self, layer: str) -> str:
+        """A CAM layer name (``final``, ``mid``, ...) or module path to a module path."""
+        return self.cam_layers.get(layer, layer)
+
+    def module(self, layer: str) -> nn.Module:
+        """The module for a named CAM layer or a dotted module path."""
+        path = self.resolve_layer(layer)
+        try:
+            return self.model.get_submodule(path)
+        except AttributeError:
+            raise ValueError(
+                f"{self.name}: no layer {layer!r}; use one of {sorted(self.cam_layers)} "
+                "or a module path from detector.model.named_modules()"
+            ) from None
+
+    # -- description and checkpoints ------------------------------------------------------
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild and use this detector, stored in its checkpoint."""
+        from .. import __version__
+
+        return {
+            "detector": self.name,
+            "architecture": self.architecture,
+            "labels": list(self.labels),
+            "input_size": self.input_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "harmonization": self.harmonization.to_dict(),
+            "cam_layers": self.cam_layers,
+            "package_version": __version__,
+            **self.metadata,
+        }
+
+    def apply_config(self, config: Mapping[str, Any]) -> None:
+        """Adopt the preprocessing and metadata stored in a checkpoint."""
+        self.harmonization = Harmonization.from_dict(config["harmonization"])
+        self.mean = tuple(config["mean"])
+        self.std = tuple(config["std"])
+        self.cam_layers = dict(config.get("cam_layers", self.cam_layers))
+        reserved = {"detector", "architecture", "labels", "input_size", "mean", "std",
+                    "harmonization", "cam_layers", "package_version", "format"}
+        self.metadata = {k: v for k, v in config.items() if k not in reserved}
+
+    def save(self, path: str | os.PathLike, **metadata: Any) -> Path:
+        """Write a safetensors checkpoint; ``metadata`` (training, metrics...) is stored too."""
+        from .checkpoint import save_checkpoint
+
+        self.metadata.update(metadata)
+        return save_checkpoint(self, path)
+
+    @classmethod
+    def load(
+        cls,
+        source: str | os.PathLike,
+        *,
+        device: str | torch.device = "auto",
+        allow_pickle: bool = False,
+        detector: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> Detector:
+        """Load a checkpoint: a ``.safetensors`` path or ``hf-hub:org/repo[@revision]``."""
+        from .checkpoint import load_checkpoint
+
+        return load_checkpoint(
+            source, device=device, allow_pickle=allow_pickle, detector=detector, cache_dir=cache_dir
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, architecture={self.architecture!r}, "
+            f"input_size={self.input_size}, device={self.device})"
+        )

@@ -1,0 +1,111 @@
+"""Detectors on timm backbones: EfficientNet-B0, MobileNetV2, and any timm model by subclassing.
+
+``timm`` is imported when a detector is built, not when the package is imported.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from ..preprocessing import Harmonization
+from ..registry import DETECTORS
+from .base import Detector
+
+# The module whose output ``forward_features`` returns, per timm model class. Others fall back to
+# the last entry of ``feature_info``, which is right for ResNets, ConvNeXts and most CNNs.
+FINAL_LAYER_BY_CLASS = {"EfficientNet": "bn2", "MobileNetV3": "conv_head", "Xception": "act4"}
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """timm's pretrained weights could not be fetched (offline, or no weights for that model)."""
+
+
+class TimmDetector(Detector):
+    """A timm classifier with one output logit; subclass with ``architecture`` to add models."""
+
+    architecture: str = ""
+    detector_name: str = ""
+
+    def __init__(
+        self,
+        *,
+        pretrained: bool = False,
+        pretrained_file: str | os.PathLike | None = None,
+        image_size: int | None = None,
+        harmonization: Harmonization | None = None,
+        drop_rate: float = 0.2,
+        device: str | torch.device = "auto",
+        architecture: str | None = None,
+        name: str | None = None,
+        **timm_kwargs: Any,
+    ):
+        import timm
+
+        arch = architecture or self.architecture
+        if not arch:
+            raise ValueError(f"{type(self).__name__}: no timm architecture given")
+        overlay = {"file": os.fspath(pretrained_file)} if pretrained_file else None
+        try:
+            model = timm.create_model(
+                arch,
+                pretrained=pretrained or pretrained_file is not None,
+                pretrained_cfg_overlay=overlay,
+                num_classes=1,
+                drop_rate=drop_rate,
+                **timm_kwargs,
+            )
+        except (OSError, RuntimeError) as exc:
+            if not (pretrained or pretrained_file):
+                raise
+            source = pretrained_file or f"timm's hub weights for {arch}"
+            raise PretrainedWeightsUnavailable(
+                f"{arch}: could not load pretrained weights from {source} ({exc}); "
+                "pass pretrained_file=PATH to local ImageNet weights, or pretrained=False"
+            ) from exc
+        cfg = model.pretrained_cfg
+        if harmonization is None:
+            harmonization = Harmonization(image_size=image_size or cfg.get("input_size", (3, 224))[-1])
+        elif image_size is not None and image_size != harmonization.image_size:
+            raise ValueError(
+                f"image_size={image_size} contradicts harmonization.image_size="
+                f"{harmonization.image_size}"
+            )
+        super().__init__(
+            model,
+            name=name or self.detector_name or arch,
+            architecture=arch,
+            cam_layers=timm_cam_layers(model),
+            harmonization=harmonization,
+            mean=cfg.get("mean", (0.485, 0.456, 0.406)),
+            std=cfg.get("std", (0.229, 0.224, 0.225)),
+            metadata={"pretrained": bool(pretrained or pretrained_file)},
+            device=device,
+        )
+
+
+def timm_cam_layers(model: torch.nn.Module) -> dict[str, str]:
+    """``final`` (the forward_features output) and ``mid`` (the stride-16 stage) module paths."""
+    info = [entry["module"] for entry in model.feature_info]
+    reductions = [entry["reduction"] for entry in model.feature_info]
+    final = FINAL_LAYER_BY_CLASS.get(type(model).__name__, info[-1])
+    mid = info[reductions.index(16)] if 16 in reductions else info[len(info) // 2]
+    return {"final": final, "mid": mid}
+
+
+@DETECTORS.register("efficientnet_b0", aliases=("efficientnet-b0", "effnet_b0"))
+class EfficientNetB0(TimmDetector):
+    """EfficientNet-B0 (5.3 M parameters): the more accurate of the two built-ins."""
+
+    architecture = "efficientnet_b0"
+    detector_name = "efficientnet_b0"
+
+
+@DETECTORS.register("mobilenetv2_100", aliases=("mobilenetv2", "mobilenet_v2"))
+class MobileNetV2(TimmDetector):
+    """MobileNetV2 1.0 (2.2 M parameters): the faster of the two built-ins."""
+
+    architecture = "mobilenetv2_100"
+    detector_name = "mobilenetv2_100"

@@ -22,9 +22,9 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest
 
+# The main job: the Gradio app (trains and caches demo detectors on first start).
 demo: $(STAMP)
-	$(VENV)/bin/deepfake-xai --help
-	$(VENV)/bin/deepfake-xai list
+	$(VENV)/bin/deepfake-xai demo $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/explain_throughput.py

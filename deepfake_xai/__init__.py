@@ -26,6 +26,21 @@ _EXPORTS = {
     "Detector": "detectors",
     "TimmDetector": "detectors",
     "CheckpointError": "detectors",
+    "Engine": "engine",
+    "explain": "engine",
+    "Explanation": "engine",
+    "analyze": "analysis",
+    "Analyzer": "analysis",
+    "AnalysisResult": "analysis",
+    "audit_dataset": "audit",
+    "harmonize_dataset": "audit",
+    "AuditReport": "audit",
+    "discover": "data",
+    "train": "training",
+    "TrainConfig": "training",
+    "evaluate": "evaluation",
+    "generate_dataset": "synthetic",
+    "build_demo": "ui",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -17,7 +17,9 @@ def list_detectors() -> list[str]:
 def list_explainers(kind: str | None = None) -> list[str]:
     """Names of registered explainers, optionally only one ``kind`` (attribution, projection)."""
     return [
-        e.name for e in EXPLAINERS.entries() if kind is None or getattr(e.factory, "kind", None) == kind
+        e.name
+        for e in EXPLAINERS.entries()
+        if kind is None or getattr(e.factory, "kind", None) == kind
     ]
 
 
@@ -27,7 +29,7 @@ def is_checkpoint_reference(value: str | os.PathLike) -> bool:
     return text.startswith("hf-hub:") or text.endswith(".safetensors") or Path(text).exists()
 
 
-def load_detector(name_or_checkpoint: Any, **kwargs: Any):
+def load_detector(name_or_checkpoint: Any, /, **kwargs: Any):
     """A :class:`Detector` from a registry name, a checkpoint path, an ``hf-hub:`` id, or as is.
 
     Keyword arguments go to the detector factory (``pretrained``, ``pretrained_file``,

@@ -59,7 +59,9 @@ def detect_face(image: Image.Image, *, with_eyes: bool = False) -> FaceBox | Non
     cv2, face_cascade, eye_cascade = _cascades()
     gray = np.asarray(image.convert("L"))
     min_side = max(24, min(gray.shape) // 8)
-    found = face_cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side,) * 2)
+    found = face_cascade.detectMultiScale(
+        gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side,) * 2
+    )
     if len(found) == 0:
         return None
     x, y, w, h = (int(v) for v in max(found, key=lambda b: b[2] * b[3]))
@@ -74,6 +76,14 @@ def detect_face(image: Image.Image, *, with_eyes: bool = False) -> FaceBox | Non
     return FaceBox(x, y, w, h, eyes)
 
 
+def face_square(box: FaceBox, margin: float) -> tuple[int, int, int, int]:
+    """The square ``(left, top, right, bottom)`` centred on ``box`` with ``margin`` around it."""
+    side = round(max(box.width, box.height) * (1 + 2 * margin))
+    left = round(box.x + box.width / 2 - side / 2)
+    top = round(box.y + box.height / 2 - side / 2)
+    return left, top, left + side, top + side
+
+
 def crop_to_face(image: Image.Image, *, margin: float = 0.4) -> Image.Image:
     """A square crop centred on the largest face with ``margin`` of its size around it.
 
@@ -81,9 +91,4 @@ def crop_to_face(image: Image.Image, *, margin: float = 0.4) -> Image.Image:
     step either way.
     """
     box = detect_face(image)
-    if box is None:
-        return image
-    side = max(box.width, box.height) * (1 + 2 * margin)
-    cx, cy = box.x + box.width / 2, box.y + box.height / 2
-    left, top = round(cx - side / 2), round(cy - side / 2)
-    return image.crop((left, top, left + round(side), top + round(side)))
+    return image if box is None else image.crop(face_square(box, margin))

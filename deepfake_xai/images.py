@@ -40,7 +40,18 @@ DEFAULT_MAX_PIXELS: int = 64_000_000
 DEFAULT_MAX_ASPECT: float = 20.0
 """Largest accepted max(width / height, height / width)."""
 
-FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "TIFF", "BMP", "PPM", "AVIF", "HEIF")
+FORMATS: tuple[str, ...] = (
+    "JPEG",
+    "MPO",
+    "PNG",
+    "WEBP",
+    "GIF",
+    "TIFF",
+    "BMP",
+    "PPM",
+    "AVIF",
+    "HEIF",
+)
 """Pillow formats that are decoded (those whose plugin is installed); anything else is rejected."""
 
 ImageSource = (
@@ -171,8 +182,12 @@ def _guard(label: str) -> Iterator[None]:
 
 def _brief(e: BaseException) -> str:
     """Pillow's message without object reprs such as ``<_io.BytesIO object at 0x...>``."""
+    kind = type(e)
+    kind_name = (
+        kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+    )
     text = re.sub(r"\s*<[^<>]*>", "", str(e)).strip()
-    return f"{type(e).__name__}: {text}"[:200]
+    return f"{kind_name}: {text}"[:200]
 
 
 @contextmanager
@@ -218,15 +233,24 @@ def _open_path(path: str | os.PathLike) -> Iterator[BinaryIO]:
         fd = os.open(path, _OPEN_FLAGS)
     except (OSError, ValueError) as e:
         raise _Reject(_open_failure(path, e)) from e
-    with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise _Reject("is a directory")
-        if not stat.S_ISREG(info.st_mode):
-            raise _Reject("not a regular file")
-        if info.st_size == 0:
-            raise _Reject("empty file")
+    try:
+        _check_file(os.fstat(fd))
+        fh = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with fh:
         yield fh
+
+
+def _check_file(info: os.stat_result) -> None:
+    """Reject directories, devices, pipes and empty files."""
+    if stat.S_ISDIR(info.st_mode):
+        raise _Reject("is a directory")
+    if not stat.S_ISREG(info.st_mode):
+        raise _Reject("not a regular file")
+    if info.st_size == 0:
+        raise _Reject("empty file")
 
 
 def _open_failure(path: str | os.PathLike, e: Exception) -> str:

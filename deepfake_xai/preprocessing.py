@@ -84,7 +84,9 @@ class Harmonization:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown harmonization settings {sorted(unknown)}; known: {sorted(known)}")
+            raise ValueError(
+                f"unknown harmonization settings {sorted(unknown)}; known: {sorted(known)}"
+            )
         return cls(**data)
 
 

@@ -98,7 +98,7 @@ class Registry(Generic[T]):
         source: str = BUILTIN,
         version: str | None = None,
     ) -> None:
-        """Register ``factory`` under ``name`` (and ``aliases``); a taken name needs ``override``."""
+        """Register ``factory`` under ``name`` and ``aliases``; a taken name needs ``override``."""
         key = _normalise(name)
         alias_keys = tuple(_normalise(a) for a in aliases)
         with self._lock:
@@ -122,7 +122,7 @@ class Registry(Generic[T]):
                 self._aliases.pop(alias, None)
         self._aliases.pop(key, None)
 
-    def entry(self, name: str) -> Entry:
+    def entry(self, name: str, /) -> Entry:
         """The entry for ``name`` or an alias; unknown names list what exists."""
         self._ensure_loaded()
         key = _normalise(name)
@@ -131,18 +131,18 @@ class Registry(Generic[T]):
             return self._entries[key]
         known = sorted([*self._entries, *self._aliases])
         close = difflib.get_close_matches(key, known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = f"; did you mean {close[0]!r}?" if close else "."
         failed = self.failed_plugins.get(key)
         why = f"; its plugin failed to load: {failed}" if failed else ""
         raise RegistryError(
             f"unknown {self.kind} {name!r}{why}{hint} Available: {', '.join(self.names())}"
         )
 
-    def get(self, name: str) -> T:
+    def get(self, name: str, /) -> T:
         """The factory registered under ``name``."""
         return self.entry(name).factory  # type: ignore[return-value]
 
-    def create(self, name: str, **kwargs: Any) -> Any:
+    def create(self, name: str, /, **kwargs: Any) -> Any:
         """Build an instance: ``get(name)(**kwargs)``."""
         return self.get(name)(**kwargs)
 
@@ -189,13 +189,22 @@ class Registry(Generic[T]):
         dist = getattr(ep, "dist", None)
         source = dist.name if dist else ep.value.split(":")[0]
         version = dist.version if dist else None
-        existing = self._entries.get(key)
-        if existing is not None and existing.source == source:
+        existing = self._entries.get(self._aliases.get(key, key))
+        if existing is not None:
+            if existing.source != source:
+                warnings.warn(
+                    f"{self.kind} plugin {ep.name!r} from {source!r} was skipped: the name is "
+                    f"taken by {existing.source!r}; rename the plugin's entry point",
+                    PluginWarning,
+                    stacklevel=3,
+                )
             return
         try:
             factory = ep.load()
             if not callable(factory):
-                raise TypeError(f"entry point {ep.value!r} is a {type(factory).__name__}, not callable")
+                raise TypeError(
+                    f"entry point {ep.value!r} is a {type(factory).__name__}, not callable"
+                )
             self.add(key, factory, source=source, version=version)
         except Exception as exc:  # a broken plugin must not break the toolkit
             reason = f"{type(exc).__name__}: {exc}"

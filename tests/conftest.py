@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread per test process: on 2 shared cores, oversubscription costs 10-30x.
+torch.set_num_threads(int(os.environ.get("DFX_TEST_THREADS", "1")))
 
 SHARED_FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces-140k-sample"
 
@@ -34,7 +35,9 @@ def faces_sample() -> Path:
     return SHARED_FACES
 
 
-def install_plugin(tmp_path: Path, dist: str, module_code: str, entry_points: dict[str, dict[str, str]]) -> Path:
+def install_plugin(
+    tmp_path: Path, dist: str, module_code: str, entry_points: dict[str, dict[str, str]]
+) -> Path:
     """Write a plugin package with its own pyproject.toml and ``pip install`` it into a target dir.
 
     Returns the directory to put on ``sys.path`` / ``PYTHONPATH``.
@@ -67,8 +70,18 @@ def install_plugin(tmp_path: Path, dist: str, module_code: str, entry_points: di
     )
     target = tmp_path / f"{dist}-site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(src)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(src),
+        ],
         check=True,
         capture_output=True,
     )

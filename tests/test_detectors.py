@@ -21,7 +21,9 @@ def detector(request):
 
 @pytest.fixture
 def batch():
-    return torch.randint(0, 256, (3, 3, SIZE, SIZE), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    return torch.randint(
+        0, 256, (3, 3, SIZE, SIZE), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
 
 
 def test_contract(detector, batch):
@@ -55,9 +57,13 @@ def test_save_load_roundtrip_identical(detector, batch, tmp_path):
     assert type(loaded) is type(detector)
     assert loaded.harmonization == detector.harmonization
     assert loaded.metadata["metrics"] == {"accuracy": 0.5}
-    torch.testing.assert_close(loaded.predict_proba(batch), detector.predict_proba(batch), rtol=0, atol=0)
+    torch.testing.assert_close(
+        loaded.predict_proba(batch), detector.predict_proba(batch), rtol=0, atol=0
+    )
     meta = read_metadata(path)
-    assert meta["architecture"] == detector.architecture and meta["package_version"] == dx.__version__
+    assert (
+        meta["architecture"] == detector.architecture and meta["package_version"] == dx.__version__
+    )
 
 
 def test_tampered_checkpoints_give_clear_errors(detector, tmp_path):
@@ -91,8 +97,14 @@ def test_tampered_checkpoints_give_clear_errors(detector, tmp_path):
     state.pop("classifier.weight")
     state["conv_stem.weight"] = torch.zeros(1, 1, 1, 1)
     partial = tmp_path / "partial.safetensors"
-    save_file(state, str(partial), metadata={"deepfake_xai": json.dumps({"format": "deepfake-xai/1", **detector.config()})})
-    with pytest.raises(CheckpointError, match=r"1 missing keys: classifier.weight.*shape mismatches: conv_stem"):
+    save_file(
+        state,
+        str(partial),
+        metadata={"deepfake_xai": json.dumps({"format": "deepfake-xai/1", **detector.config()})},
+    )
+    with pytest.raises(
+        CheckpointError, match=r"1 missing keys: classifier.weight.*shape mismatches: conv_stem"
+    ):
         Detector.load(partial)
 
     bare = tmp_path / "bare.safetensors"
@@ -125,8 +137,12 @@ def test_hf_hub_id_loads_offline_from_cache(detector, batch, tmp_path, monkeypat
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(sha)
     detector.save(snapshot / "model.safetensors")
-    loaded = dx.load_detector("hf-hub:acme/faces-detector", cache_dir=tmp_path / "hub", device="cpu")
-    torch.testing.assert_close(loaded.predict_proba(batch), detector.predict_proba(batch), rtol=0, atol=0)
+    loaded = dx.load_detector(
+        "hf-hub:acme/faces-detector", cache_dir=tmp_path / "hub", device="cpu"
+    )
+    torch.testing.assert_close(
+        loaded.predict_proba(batch), detector.predict_proba(batch), rtol=0, atol=0
+    )
     with pytest.raises(CheckpointError, match="hf-hub:acme/absent.*neither in the local hub cache"):
         dx.load_detector("hf-hub:acme/absent", cache_dir=tmp_path / "hub")
 

@@ -18,17 +18,27 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for registry in (DETECTORS, EXPLAINERS):
         for entry in registry.entries():
-            rows.append({
-                "type": registry.kind,
-                "name": entry.name,
-                "kind": getattr(entry.factory, "kind", registry.kind),
-                "aliases": list(entry.aliases),
-                "source": entry.source,
-                "version": entry.version or "",
-            })
+            rows.append(
+                {
+                    "type": registry.kind,
+                    "name": entry.name,
+                    "kind": getattr(entry.factory, "kind", registry.kind),
+                    "aliases": list(entry.aliases),
+                    "source": entry.source,
+                    "version": entry.version or "",
+                }
+            )
         for name, reason in registry.failed_plugins.items():
-            rows.append({"type": registry.kind, "name": name, "kind": "failed", "aliases": [],
-                         "source": reason, "version": ""})
+            rows.append(
+                {
+                    "type": registry.kind,
+                    "name": name,
+                    "kind": "failed",
+                    "aliases": [],
+                    "source": reason,
+                    "version": "",
+                }
+            )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -58,7 +58,9 @@ class Detector:
         device: str | torch.device = "auto",
     ):
         if "final" not in cam_layers:
-            raise ValueError(f"{name}: cam_layers must name a 'final' layer, got {dict(cam_layers)}")
+            raise ValueError(
+                f"{name}: cam_layers must name a 'final' layer, got {dict(cam_layers)}"
+            )
         self.model = model
         self.name = name
         self.architecture = architecture
@@ -115,7 +117,9 @@ class Detector:
 
     def prepare(self, images: Sequence[ImageSource]) -> torch.Tensor:
         """Decode and harmonise images into a uint8 ``(N, 3, S, S)`` batch on the CPU."""
-        return torch.stack([to_uint8_tensor(self.harmonization.apply(load_image(i))) for i in images])
+        return torch.stack(
+            [to_uint8_tensor(self.harmonization.apply(load_image(i))) for i in images]
+        )
 
     def _batches(self, images: Sequence[ImageSource] | torch.Tensor, batch_size: int):
         if isinstance(images, torch.Tensor):
@@ -138,10 +142,15 @@ class Detector:
             out = [torch.sigmoid(self(x).float()).cpu() for x in self._batches(images, batch_size)]
         return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
-    def embed(self, images: Sequence[ImageSource] | torch.Tensor, batch_size: int = 32) -> np.ndarray:
+    def embed(
+        self, images: Sequence[ImageSource] | torch.Tensor, batch_size: int = 32
+    ) -> np.ndarray:
         """Pooled penultimate embeddings, shape ``(N, D)``."""
         with torch.inference_mode():
-            out = [self.head(self.features(x))[1].float().cpu() for x in self._batches(images, batch_size)]
+            out = [
+                self.head(self.features(x))[1].float().cpu()
+                for x in self._batches(images, batch_size)
+            ]
         return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
     # -- layers ---------------------------------------------------------------------------
@@ -188,8 +197,18 @@ class Detector:
         self.mean = tuple(config["mean"])
         self.std = tuple(config["std"])
         self.cam_layers = dict(config.get("cam_layers", self.cam_layers))
-        reserved = {"detector", "architecture", "labels", "input_size", "mean", "std",
-                    "harmonization", "cam_layers", "package_version", "format"}
+        reserved = {
+            "detector",
+            "architecture",
+            "labels",
+            "input_size",
+            "mean",
+            "std",
+            "harmonization",
+            "cam_layers",
+            "package_version",
+            "format",
+        }
         self.metadata = {k: v for k, v in config.items() if k not in reserved}
 
     def save(self, path: str | os.PathLike, **metadata: Any) -> Path:

@@ -81,8 +81,12 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: the metadata block is not valid JSON ({exc})") from exc
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         found = config.get("format") if isinstance(config, dict) else type(config).__name__
-        raise CheckpointError(f"{path}: unsupported checkpoint format {found!r}; expected {FORMAT!r}")
-    missing = [k for k in ("detector", "architecture", "harmonization", "mean", "std") if k not in config]
+        raise CheckpointError(
+            f"{path}: unsupported checkpoint format {found!r}; expected {FORMAT!r}"
+        )
+    missing = [
+        k for k in ("detector", "architecture", "harmonization", "mean", "std") if k not in config
+    ]
     if missing:
         raise CheckpointError(f"{path}: metadata lacks {missing}")
     return config
@@ -141,8 +145,11 @@ def load_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], *, ori
         if tuple(state[k].shape) != tuple(expected[k].shape)
     ]
     problems = []
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                         ("shape mismatches", misshapen)):
+    for label, items in (
+        ("missing keys", missing),
+        ("unexpected keys", unexpected),
+        ("shape mismatches", misshapen),
+    ):
         if items:
             shown = ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
             problems.append(f"{len(items)} {label}: {shown}")
@@ -151,11 +158,13 @@ def load_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], *, ori
     model.load_state_dict(dict(state), strict=True)
 
 
-def resolve_source(source: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> Path:
+def resolve_source(
+    source: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None
+) -> Path:
     """A local file for a path or an ``hf-hub:`` id (from the local hub cache when offline)."""
     text = os.fspath(source)
     if text.startswith(HUB_PREFIX):
-        return _download_from_hub(text[len(HUB_PREFIX):], cache_dir=cache_dir)
+        return _download_from_hub(text[len(HUB_PREFIX) :], cache_dir=cache_dir)
     path = Path(text).expanduser()
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found")
@@ -173,8 +182,13 @@ def _download_from_hub(repo: str, *, cache_dir: str | os.PathLike | None) -> Pat
     repo_id, _, revision = repo.partition("@")
     if repo_id.count("/") != 1:
         raise CheckpointError(f"hf-hub:{repo}: expected hf-hub:org/name[@revision]")
-    kwargs = {"repo_id": repo_id, "filename": HUB_FILENAME, "revision": revision or None,
-              "cache_dir": cache_dir, "library_name": "deepfake-xai"}
+    kwargs = {
+        "repo_id": repo_id,
+        "filename": HUB_FILENAME,
+        "revision": revision or None,
+        "cache_dir": cache_dir,
+        "library_name": "deepfake-xai",
+    }
     try:
         return Path(hf_hub_download(**kwargs, local_files_only=True))
     except Exception:  # not cached yet: try the network

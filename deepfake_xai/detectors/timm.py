@@ -67,7 +67,9 @@ class TimmDetector(Detector):
             ) from exc
         cfg = model.pretrained_cfg
         if harmonization is None:
-            harmonization = Harmonization(image_size=image_size or cfg.get("input_size", (3, 224))[-1])
+            harmonization = Harmonization(
+                image_size=image_size or cfg.get("input_size", (3, 224))[-1]
+            )
         elif image_size is not None and image_size != harmonization.image_size:
             raise ValueError(
                 f"image_size={image_size} contradicts harmonization.image_size="

@@ -22,7 +22,9 @@ Target = Literal["fake", "real", "predicted"]
 TARGETS: tuple[str, ...] = ("fake", "real", "predicted")
 
 
-def resolve_targets(target: str | Sequence[str] | torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+def resolve_targets(
+    target: str | Sequence[str] | torch.Tensor, logits: torch.Tensor
+) -> torch.Tensor:
     """Class index per image (1 = fake, 0 = real) for ``"fake"``, ``"real"``, ``"predicted"``.
 
     A sequence gives one target per image; a tensor of 0/1 is taken as is.
@@ -78,7 +80,9 @@ class Heatmaps:
     def upsample(self, size: int | tuple[int, int]) -> torch.Tensor:
         """Bilinear upsampling to ``size`` (H, W), kept in [0, 1]; ``(N, H, W)`` float32."""
         size = (size, size) if isinstance(size, int) else tuple(size)
-        up = F.interpolate(self.maps[:, None].float(), size=size, mode="bilinear", align_corners=False)
+        up = F.interpolate(
+            self.maps[:, None].float(), size=size, mode="bilinear", align_corners=False
+        )
         return up[:, 0].clamp_(0, 1)
 
     def numpy(self) -> np.ndarray:

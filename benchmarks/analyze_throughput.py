@@ -1,0 +1,349 @@
+"""End-to-end ``analyze`` against ``Engine.run`` alone, and memory as the input grows.
+
+Sides, each in a fresh subprocess with the same environment (threads, glibc malloc settings):
+
+- **engine**: ``Engine.run`` (both detectors, P(fake) + embedding + final-layer Grad-CAM) on
+  uint8 batches decoded and harmonised beforehand: the ceiling for ``analyze``;
+- **analyze**: ``Analyzer.run`` on the same JPEG files: decoding in DataLoader workers, the
+  engine, and every row, embedding and CAM written to disk (projection and report off);
+- **memory N**: ``analyze`` on N images (the folder's files repeated through symlinks), with the
+  peak resident memory of the main process (kernel high-water mark, reset after warm-up) and the
+  peak proportional memory (PSS) of the main process and its decoding workers together (sampled
+  every 0.25 s; PSS splits copy-on-write pages shared after the fork instead of counting them
+  once per process).
+
+Throughput is images / wall seconds after two warm-up batches (engine) or a warm-up run on two
+batches of images (analyze), the best of interleaved rounds (the machine is shared). Images
+are the shared FFHQ/StyleGAN sample when present, else generated 256 px JPEGs.
+
+    python benchmarks/analyze_throughput.py --quick
+
+writes ``benchmarks/results/analyze_throughput.json`` and the table in ``benchmarks/README.md``
+between the ``analyze_throughput`` markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from explain_throughput import MALLOC_ENV, peak_rss_bytes, reset_peak_rss
+
+HERE = Path(__file__).resolve().parent
+README = HERE / "README.md"
+START, END = "<!-- analyze_throughput:start -->", "<!-- analyze_throughput:end -->"
+SHARED = HERE.parents[1] / "shared" / "data" / "faces-140k-sample"
+DETECTORS = ("efficientnet_b0", "mobilenetv2_100")
+MIB = 1 << 20
+WARMUP_BATCHES = 2
+
+
+# -- inside the worker subprocess ---------------------------------------------------------------
+def detectors(image_size: int) -> list:
+    import deepfake_xai as dx
+
+    return [dx.load_detector(name, image_size=image_size, device="cpu") for name in DETECTORS]
+
+
+def engine_side(config: dict) -> dict:
+    """Engine.run alone on pre-decoded batches."""
+    import torch
+
+    from deepfake_xai.analysis.loader import draft_size
+    from deepfake_xai.engine import Engine
+    from deepfake_xai.images import load_image
+    from deepfake_xai.preprocessing import to_uint8_tensor
+
+    engine = Engine(detectors(config["image_size"]), layers=("final",), device="cpu")
+    harmonization = engine.detectors[0].harmonization
+    draft = draft_size([harmonization])
+    paths, size = config["paths"], config["batch_size"]
+    batches = [
+        torch.stack(
+            [to_uint8_tensor(harmonization.apply(load_image(p, draft_size=draft))) for p in chunk]
+        )
+        for chunk in (paths[i : i + size] for i in range(0, len(paths), size))
+    ]
+    for batch in batches[:WARMUP_BATCHES]:
+        engine.run(batch)
+    start = time.perf_counter()
+    for batch in batches:
+        engine.run(batch)
+    seconds = time.perf_counter() - start
+    return {"images": len(paths), "seconds": seconds}
+
+
+def analyze_side(config: dict) -> dict:
+    """Analyzer.run end to end, after a warm-up run on two batches."""
+    from deepfake_xai.analysis import Analyzer
+
+    analyzer = Analyzer(
+        detectors(config["image_size"]),
+        projection=None,
+        batch_size=config["batch_size"],
+        num_workers=config["workers"],
+        progress=False,
+        report=False,
+        resume=False,
+    )
+    paths = config["paths"]
+    with tempfile.TemporaryDirectory() as tmp:
+        analyzer.run(paths[: WARMUP_BATCHES * config["batch_size"]], Path(tmp) / "warmup")
+        reset = reset_peak_rss()
+        sampler = PeakSampler().start()
+        start = time.perf_counter()
+        result = analyzer.run(paths, Path(tmp) / "run")
+        seconds = time.perf_counter() - start
+        sampler.stop()
+        assert result.summary["processed"] == len(paths), result.summary
+        return {
+            "images": len(paths),
+            "seconds": seconds,
+            "timing": result.info["timing"],
+            "peak_main_mib": peak_rss_bytes(reset) / MIB,
+            "peak_total_mib": sampler.peak / MIB,
+        }
+
+
+class PeakSampler:
+    """The largest proportional set size (PSS: shared pages split between the processes that
+    share them) of this process plus its children, sampled in a thread."""
+
+    def __init__(self, interval: float = 0.25):
+        import psutil
+
+        self.process = psutil.Process()
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            total = self.process.memory_full_info().pss
+            for child in self.process.children(recursive=True):
+                try:
+                    total += child.memory_full_info().pss
+                except psutil.Error:
+                    continue
+            self.peak = max(self.peak, total)
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def worker(config: dict) -> dict:
+    side = engine_side if config["side"] == "engine" else analyze_side
+    result = side(config)
+    return {**{k: v for k, v in config.items() if k != "paths"}, **result}
+
+
+# -- the orchestrating process -------------------------------------------------------------------
+def image_paths(data: Path | None, n: int, scratch: Path) -> list[str]:
+    """JPEG paths: the shared sample, or ``n`` generated 256 px faces."""
+    from deepfake_xai.data import discover
+
+    if data is not None and data.is_dir():
+        return [str(s.path) for s in discover(data)]
+    from deepfake_xai.synthetic import generate_dataset
+
+    generate_dataset(scratch / "generated", n_per_class=(n + 1) // 2, size=256, fmt="jpeg")
+    return [str(s.path) for s in discover(scratch / "generated")]
+
+
+def repeated(paths: list[str], n: int, folder: Path) -> list[str]:
+    """``n`` distinct paths (symlinks) cycling through ``paths``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        link = folder / f"{i:06d}.jpg"
+        if not link.exists():
+            link.symlink_to(paths[i % len(paths)])
+        out.append(str(link))
+    return out
+
+
+def run_worker(config: dict, env: dict[str, str], scratch: Path) -> dict:
+    """Run one side in a fresh process (its config, with the paths, travels in a file)."""
+    config_file = scratch / "config.json"
+    config_file.write_text(json.dumps(config))
+    done = subprocess.run(
+        [sys.executable, __file__, "--worker", str(config_file)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"worker failed for {config['side']}:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def rate(result: dict) -> float:
+    return result["images"] / result["seconds"]
+
+
+def table(results: list[dict]) -> str:
+    engine = next((r for r in results if r["side"] == "engine"), None)
+    lines = [
+        "| side | images | px | batch | workers | images/s | x engine | peak RSS MiB main | "
+        "peak PSS MiB main+workers |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        ratio = (
+            f"{rate(r) / rate(engine):.2f}"
+            if engine and r["image_size"] == engine["image_size"]
+            else "-"
+        )
+        main_mib = f"{r['peak_main_mib']:.0f}" if "peak_main_mib" in r else "-"
+        total_mib = f"{r['peak_total_mib']:.0f}" if "peak_total_mib" in r else "-"
+        lines.append(
+            f"| {r['label']} | {r['images']} | {r['image_size']} | {r['batch_size']} | "
+            f"{r.get('workers', '-')} | {rate(r):.1f} | {ratio} | {main_mib} | {total_mib} |"
+        )
+    return "\n".join(lines)
+
+
+DESCRIPTION = """\
+`benchmarks/analyze_throughput.py` measures `deepfake_xai.analyze` end to end (decoding in
+DataLoader workers, both detectors, final-layer Grad-CAM, every row, embedding and CAM written
+to disk; projection and report off) against `Engine.run` alone on the same images decoded
+beforehand, which is the ceiling. The memory rows run `analyze` on 1k and 10k images (the
+sample repeated through symlinks) at a smaller size to keep the run short: the peak RSS of the
+main process and the peak PSS of the main process plus its decoding workers should not grow
+with the number of images, apart from the memmapped embeddings and CAMs the run is writing
+(2 x 1280 fp16 values per image, about 51 MB at 10k), whose dirty pages count as resident.
+On the shared 2-core machine these rows move by tens of percent from run to run (other work
+shares the cores), so compare rows of one table. With one torch thread, a decoding worker
+competes with the engine for the second core here; on a GPU machine the workers decode while
+the device computes.
+
+    python benchmarks/analyze_throughput.py --quick     # about 8 minutes on 2 cores
+    python benchmarks/analyze_throughput.py             # 512 images, 3 rounds, 224 px memory runs\
+"""
+
+
+def update_readme(report: dict, path: Path = README) -> None:
+    """Insert or replace this benchmark's block; other sections are left alone."""
+    env = " ".join(f"{k}={v}" for k, v in report["env"].items())
+    block = "\n".join(
+        [
+            START,
+            DESCRIPTION,
+            "",
+            f"Command: `{report['command']}`",
+            "",
+            f"Machine: {report['machine']}; torch {report['torch']}; CPU; both detectors, "
+            f"final-layer Grad-CAM; images: {report['data']}; throughput rows: best of "
+            f"{report['rounds']} interleaved rounds; environment for every side: "
+            f"`{env}`. Measured {report['date']}.",
+            "",
+            table(report["results"]),
+            END,
+        ]
+    )
+    text = path.read_text() if path.exists() else ""
+    if START in text and END in text:
+        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
+    else:
+        text = text.rstrip() + "\n\n## Analyze throughput\n\n" + block + "\n"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text.lstrip())
+    os.replace(tmp, path)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="96 images; memory runs at 64 px")
+    parser.add_argument("--n", type=int, default=None, help="throughput images (default 512)")
+    parser.add_argument("--repeat-to", type=int, nargs="*", default=[1000, 10000])
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument(
+        "--memory-size", type=int, default=None, help="px for the memory runs (quick 64)"
+    )
+    parser.add_argument("--batch-size", type=int, default=None, help="default 32 (quick 16)")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[0, 1], help="decoding processes (each a row)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="interleaved rounds, best kept (3)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--data", type=Path, default=SHARED)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "analyze_throughput.json")
+    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.n = args.n or (96 if args.quick else 512)
+    args.rounds = args.rounds or 3
+    args.batch_size = args.batch_size or (16 if args.quick else 32)
+    args.memory_size = args.memory_size or (64 if args.quick else args.image_size)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(Path(args.worker).read_text()))))
+        return 0
+    import torch
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), **MALLOC_ENV}
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        paths = image_paths(args.data, args.n, scratch)
+        data = args.data if args.data.is_dir() else "generated 256 px JPEGs"
+        base = {"batch_size": args.batch_size, "image_size": args.image_size}
+        configs = [{**base, "side": "engine", "label": "engine alone"}]
+        configs += [
+            {**base, "side": "analyze", "label": f"analyze, {w} workers", "workers": w}
+            for w in args.workers
+        ]
+        rounds = [
+            [run_worker({**c, "paths": paths[: args.n]}, env, scratch) for c in configs]
+            for _ in range(args.rounds)
+        ]
+        results = [max(runs, key=rate) for runs in zip(*rounds, strict=True)]
+        most = max(args.workers)
+        for n in args.repeat_to:
+            config = {"side": "analyze", "label": f"analyze, memory at {n}", "workers": most}
+            config.update(batch_size=args.batch_size, image_size=args.memory_size)
+            config["paths"] = repeated(paths, n, scratch / "many")
+            results.append(run_worker(config, env, scratch))
+    report = {
+        "command": "python benchmarks/analyze_throughput.py " + shlex.join(argv or sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "torch": torch.__version__,
+        "data": str(data),
+        "rounds": args.rounds,
+        "env": {"OMP_NUM_THREADS": str(args.threads), **MALLOC_ENV},
+        "date": time.strftime("%Y-%m-%d"),
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    update_readme(report, args.readme)
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

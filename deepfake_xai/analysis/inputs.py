@@ -1,0 +1,140 @@
+"""What ``analyze`` was given, as an ordered list of images with their labels (when known).
+
+Paths, folders, globs and CSV manifests go through :func:`deepfake_xai.data.discover`; a torch
+``Dataset`` yielding ``image`` or ``(image, label)`` is used as is, its labels read as it loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..data import discover, normalise_label, read_manifest
+
+InputSpec = str | os.PathLike | Sequence[str | os.PathLike] | Dataset
+LabelSpec = str | os.PathLike | Mapping[str | os.PathLike, Any] | None
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The images of one run in a fixed order: ``paths[i]`` is image ``i``.
+
+    For a ``Dataset``, ``paths`` are ``dataset[i]`` placeholders, ``labels`` are None and the
+    dataset's own labels come back with each decoded item.
+    """
+
+    paths: list[str]
+    labels: list[str | None]
+    dataset: Dataset | None = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def source(self, index: int) -> tuple[Any, str | None]:
+        """What to decode for image ``index``, and its label."""
+        if self.dataset is None:
+            return self.paths[index], self.labels[index]
+        return split_item(self.dataset[index])
+
+    def fingerprint(self) -> str:
+        """SHA-256 over the paths and labels (a dataset: its type and length)."""
+        if self.dataset is not None:
+            content: Any = [type(self.dataset).__qualname__, len(self.dataset)]
+        else:
+            content = [self.paths, self.labels]
+        return hashlib.sha256(json.dumps(content).encode()).hexdigest()
+
+
+def resolve_inputs(inputs: InputSpec, labels: LabelSpec = None) -> Inputs:
+    """The ordered images and labels of ``inputs`` (see :func:`deepfake_xai.analyze`)."""
+    if isinstance(inputs, Dataset):
+        if labels is not None:
+            raise ValueError("labels= applies to files; a Dataset yields (image, label) itself")
+        n = len(inputs)  # type: ignore[arg-type]
+        if n == 0:
+            raise ValueError("the dataset is empty")
+        return Inputs([f"dataset[{i}]" for i in range(n)], [None] * n, inputs)
+    samples = discover(inputs)
+    if not samples:
+        raise ValueError(f"no images found in {_describe(inputs)}")
+    paths = [str(s.path) for s in samples]
+    return Inputs(paths, label_list(paths, [s.label for s in samples], labels))
+
+
+def label_list(
+    paths: Sequence[str], discovered: Sequence[str | None], labels: LabelSpec
+) -> list[str | None]:
+    """Labels per path: as discovered, from folder names, a CSV manifest or a mapping."""
+    if labels is None:
+        return list(discovered)
+    if isinstance(labels, str) and labels == "folders":
+        found = [normalise_label(Path(p).parent.name) for p in paths]
+        if not any(found):
+            raise ValueError("labels='folders': no image sits in a real/ or fake/ folder")
+        return found
+    if isinstance(labels, Mapping):
+        mapping = {_key(p): _label(v, f"labels[{p!r}]") for p, v in labels.items()}
+        origin = "the labels mapping"
+    else:
+        mapping = {_key(s.path): s.label for s in read_manifest(labels)}
+        origin = os.fspath(labels)
+    found = [mapping.get(_key(p)) for p in paths]
+    if not any(found):
+        raise ValueError(f"{origin} gives a label to none of the {len(paths)} input images")
+    return found
+
+
+def split_item(item: Any) -> tuple[Any, str | None]:
+    """``(image, label)`` from a dataset item: an image, or a tuple/list ``(image, label, ...)``."""
+    if isinstance(item, (tuple, list)):
+        if not item:
+            raise ValueError("a dataset item is an empty tuple")
+        label = _label(item[1], "dataset label") if len(item) > 1 else None
+        return _image(item[0]), label
+    return _image(item), None
+
+
+def _image(value: Any) -> Any:
+    """A torch image tensor ``(C, H, W)`` or ``(H, W, C)`` as an ``(H, W, C)`` array."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    array = value.detach().cpu().numpy()
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)
+    return array
+
+
+def _label(value: Any, what: str) -> str | None:
+    """``"real"``/``"fake"`` for a name, a synonym, 0/1 or a 0-d tensor; None for None/NaN."""
+    if value is None:
+        return None
+    if isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
+        value = value.item()
+    if isinstance(value, float):
+        if np.isnan(value):
+            return None
+        if value.is_integer():
+            value = int(value)
+    label = normalise_label(str(int(value)) if isinstance(value, (bool, int)) else str(value))
+    if label is None:
+        raise ValueError(f"{what}: unknown label {value!r}; expected real/fake, 0/1 or a synonym")
+    return label
+
+
+def _key(path: str | os.PathLike) -> str:
+    return os.path.abspath(os.fspath(path))
+
+
+def _describe(inputs: InputSpec) -> str:
+    if isinstance(inputs, (str, os.PathLike)):
+        return os.fspath(inputs)
+    return f"{len(inputs)} inputs"  # type: ignore[arg-type]

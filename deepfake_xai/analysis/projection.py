@@ -1,0 +1,82 @@
+"""The end-of-run projection of each detector's stored embeddings: a CSV and a scatter PNG."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..registry import EXPLAINERS
+from .result import AnalysisResult
+from .store import projection_stem
+
+VERDICT_COLOURS = {"real": "#2b83ba", "fake": "#d7191c"}
+UNKNOWN_COLOUR = "#999999"
+MIN_POINTS = 4
+
+
+def write_projection(result: AnalysisResult, detector: str, method: str) -> Path | None:
+    """Project ``detector``'s embeddings of the readable images with ``method``.
+
+    Writes ``projection_<detector>.csv`` (index, path, x, y, label, p_fake) and ``.png``;
+    returns the CSV path, or None when fewer than 4 images were readable.
+    """
+    rows = result.predictions
+    rows = rows[(rows["detector"] == detector) & (rows["error"] == "")].sort_values("index")
+    if len(rows) < MIN_POINTS:
+        return None
+    embeddings = result.embeddings(detector)[rows["index"].to_numpy()]
+    coords = EXPLAINERS.create(method, random_state=0).fit_transform(embeddings).coords
+    table = pd.DataFrame(
+        {
+            "index": rows["index"].to_numpy(),
+            "path": rows["path"].to_numpy(),
+            "x": coords[:, 0],
+            "y": coords[:, 1],
+            "label": rows["label"].fillna("").to_numpy(),
+            "p_fake": rows["p_fake"].to_numpy(),
+        }
+    )
+    stem = result.out / projection_stem(detector)
+    csv_path = stem.with_suffix(".csv")
+    tmp = csv_path.with_name(f".{csv_path.name}.tmp")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, csv_path)
+    plot_projection(table, f"{detector}: {method}", stem.with_suffix(".png"))
+    return csv_path
+
+
+def plot_projection(table: pd.DataFrame, title: str, path: Path) -> Path:
+    """Two scatter panels of the projection: coloured by label and by prediction."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 3.0), dpi=90, layout="constrained")
+    by_label, by_verdict = figure.subplots(1, 2, sharex=True, sharey=True)
+    verdicts = np.where(table["p_fake"] >= 0.5, "fake", "real")
+    _scatter(by_label, table, table["label"].to_numpy(), "label")
+    _scatter(by_verdict, table, verdicts, "prediction (P(fake) >= 0.5)")
+    figure.suptitle(title, fontsize=10)
+    figure.savefig(path, format="png")
+    return path
+
+
+def _scatter(axis, table: pd.DataFrame, classes: np.ndarray, title: str) -> None:
+    size = 18.0 if len(table) < 1000 else 4.0
+    for name in ("real", "fake", ""):
+        mask = classes == name
+        if mask.any():
+            axis.scatter(
+                table["x"][mask],
+                table["y"][mask],
+                s=size,
+                c=VERDICT_COLOURS.get(name, UNKNOWN_COLOUR),
+                label=name or "unknown",
+                alpha=0.7,
+                linewidths=0,
+            )
+    axis.set_title(title, fontsize=9)
+    axis.set_xticks([])
+    axis.set_yticks([])
+    axis.legend(fontsize=8, loc="best", frameon=False)

@@ -1,0 +1,258 @@
+"""The self-contained HTML report of an analysis: metrics, projections, galleries, errors.
+
+Every image is embedded as a base64 JPEG/PNG thumbnail, so the single ``report.html`` file can
+be mailed or attached to an issue. Galleries show each image as the first detector saw it, then
+its heatmap overlay for every detector side by side.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from .result import AnalysisResult
+from .store import REPORT, projection_stem
+
+THUMBNAIL = 128
+PER_GALLERY = 12
+MAX_ERRORS_LISTED = 50
+METRIC_COLUMNS = (
+    "n",
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "roc_auc",
+    "average_precision",
+    "eer",
+    "ece",
+)
+CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1400px}
+h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ddd;padding:.25em .5em}
+th{background:#f4f4f4}td.num{text-align:right}.row{display:flex;flex-wrap:wrap;gap:.8em}
+.card{border:1px solid #ddd;border-radius:4px;padding:.3em;font-size:.75em;max-width:100%}
+.card .imgs{display:flex;gap:.25em}.card figure{margin:0;text-align:center}
+.card img{width:128px;height:128px;display:block}.muted{color:#777}
+.fake{color:#c0392b}.real{color:#2471a3}
+"""
+
+
+def write_report(result: AnalysisResult, path: str | os.PathLike | None = None) -> Path:
+    """Write the report for ``result`` (default ``<out>/report.html``) atomically."""
+    path = Path(path) if path is not None else result.out / REPORT
+    sections = [
+        _overview(result),
+        _metrics(result.summary.get("metrics", {})),
+        _projections(result),
+        *_galleries(result),
+        _unreadable(result.errors),
+    ]
+    body = "\n".join(s for s in sections if s)
+    page = (
+        '<!doctype html><html><head><meta charset="utf-8">'
+        f"<title>deepfake-xai analysis</title><style>{CSS}</style></head>"
+        f"<body><h1>deepfake-xai analysis</h1>\n{body}\n</body></html>\n"
+    )
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+# -- sections ---------------------------------------------------------------------------------
+def _overview(result: AnalysisResult) -> str:
+    params = result.info["parameters"]
+    summary = result.summary
+    facts = {
+        "images": len(result.paths),
+        "readable": summary.get("processed", "-"),
+        "unreadable": summary.get("errors", len(result.errors)),
+        "detectors": ", ".join(result.detectors),
+        "explainers": ", ".join(params["explainers"]) or "none",
+        "layers": ", ".join(params["layers"]),
+        "target": params["target"],
+        "throughput": f"{summary.get('images_per_second', 0):.1f} images/s",
+        "status": result.status,
+    }
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts.items())
+    return f"<table>{rows}</table>"
+
+
+def _metrics(metrics: dict[str, dict[str, Any]]) -> str:
+    if not metrics:
+        return ""
+    head = "".join(f"<th>{_e(c)}</th>" for c in ("detector", *METRIC_COLUMNS))
+    rows = []
+    for detector, values in metrics.items():
+        cells = "".join(f'<td class="num">{_number(values.get(c))}</td>' for c in METRIC_COLUMNS)
+        rows.append(f"<tr><td>{_e(detector)}</td>{cells}</tr>")
+    note = '<p class="muted">Positive class: fake; threshold 0.5 on P(fake).</p>'
+    return f"<h2>Metrics (labelled images)</h2><table><tr>{head}</tr>{''.join(rows)}</table>{note}"
+
+
+def _projections(result: AnalysisResult) -> str:
+    figures = []
+    for detector in result.detectors:
+        png = result.out / f"{projection_stem(detector)}.png"
+        if png.exists():
+            src = _data_uri(png.read_bytes(), "png")
+            figures.append(f'<figure><img src="{src}" alt="{_e(detector)} projection"></figure>')
+    if not figures:
+        return ""
+    method = result.info["parameters"].get("projection")
+    return f'<h2>Embeddings ({_e(method)})</h2><div class="row">{"".join(figures)}</div>'
+
+
+def _galleries(result: AnalysisResult) -> list[str]:
+    wide = _wide(result.predictions)
+    if wide.empty:
+        return []
+    mean = wide[result.detectors].mean(axis=1)
+    fakes = mean[mean >= 0.5].sort_values(ascending=False).index[:PER_GALLERY]
+    reals = mean[mean < 0.5].sort_values().index[:PER_GALLERY]
+    heatmap = _heatmap_choice(result)
+    out = [
+        _gallery("Most confident fakes", result, wide, fakes, heatmap),
+        _gallery("Most confident reals", result, wide, reals, heatmap),
+    ]
+    if wide["label"].notna().any():
+        out.append(_gallery("Misclassified", result, wide, _misclassified(result, wide), heatmap))
+    return out
+
+
+def _unreadable(errors: pd.DataFrame) -> str:
+    if errors.empty:
+        return ""
+    shown = errors.head(MAX_ERRORS_LISTED)
+    rows = "".join(
+        f"<tr><td>{_e(r.path)}</td><td>{_e(r.reason)}</td></tr>" for r in shown.itertuples()
+    )
+    more = len(errors) - len(shown)
+    tail = f'<p class="muted">and {more} more (see errors.csv)</p>' if more > 0 else ""
+    return (
+        f"<h2>Unreadable images ({len(errors)})</h2>"
+        f"<table><tr><th>path</th><th>reason</th></tr>{rows}</table>{tail}"
+    )
+
+
+# -- galleries --------------------------------------------------------------------------------
+def _wide(predictions: pd.DataFrame) -> pd.DataFrame:
+    """One row per readable image: p_fake per detector, plus path and label."""
+    ok = predictions[predictions["error"] == ""]
+    if ok.empty:
+        return pd.DataFrame()
+    wide = ok.pivot(index="index", columns="detector", values="p_fake")
+    first = ok.drop_duplicates("index").set_index("index")
+    return wide.join(first[["path", "label"]]).dropna(subset=list(wide.columns))
+
+
+def _misclassified(result: AnalysisResult, wide: pd.DataFrame) -> pd.Index:
+    labelled = wide[wide["label"].notna()]
+    truth = (labelled["label"] == "fake").astype(float)
+    miss = labelled[result.detectors].sub(truth, axis=0).abs()
+    wrong = miss[(miss >= 0.5).any(axis=1)]
+    return wrong.max(axis=1).sort_values(ascending=False).index[:PER_GALLERY]
+
+
+def _heatmap_choice(result: AnalysisResult) -> tuple[str, str] | None:
+    """(explainer, layer) drawn in the galleries: the first explainer, preferably at 'final'."""
+    explainers = result.info["parameters"]["explainers"]
+    if not explainers:
+        return None
+    mine = [pair for pair in result.heatmap_kinds if pair[0] == explainers[0]]
+    if not mine:
+        return None
+    return (explainers[0], "final") if (explainers[0], "final") in mine else mine[0]
+
+
+def _gallery(
+    title: str,
+    result: AnalysisResult,
+    wide: pd.DataFrame,
+    indices: Sequence[int],
+    heatmap: tuple[str, str] | None,
+) -> str:
+    if len(indices) == 0:
+        return f'<h2>{_e(title)}</h2><p class="muted">No image falls in this group.</p>'
+    cards = "".join(_card(result, wide.loc[i], int(i), heatmap) for i in indices)
+    what = f"{heatmap[0]} at layer {heatmap[1]}" if heatmap else "no heatmaps"
+    return (
+        f'<h2>{_e(title)}</h2><p class="muted">Image as the first detector saw it, then '
+        f'each detector\'s heatmap ({_e(what)}).</p><div class="row">{cards}</div>'
+    )
+
+
+def _card(
+    result: AnalysisResult, row: pd.Series, index: int, heatmap: tuple[str, str] | None
+) -> str:
+    figures = []
+    original = _try_image(lambda: result.image(index, result.detectors[0]))
+    if original is not None:
+        figures.append(_figure(original, "input"))
+    for detector in result.detectors if heatmap else ():
+        picture = _try_image(lambda d=detector: result.overlay(index, d, heatmap[1], heatmap[0]))
+        if picture is None:
+            picture = _heatmap_only(result, index, detector, heatmap)
+        p = row[detector]
+        verdict = "fake" if p >= 0.5 else "real"
+        score = f'{_e(detector)}<br><b class="{verdict}">P(fake) {p:.3f}</b>'
+        figures.append(_figure(picture, score))
+    scores = "" if heatmap else " · ".join(f"{d} {row[d]:.3f}" for d in result.detectors)
+    label = row["label"] if isinstance(row["label"], str) else "unknown"
+    name = Path(str(row["path"])).name
+    caption = f"{_e(name)} · label: {_e(label)} {_e(scores)}"
+    return f'<div class="card"><div class="imgs">{"".join(figures)}</div>{caption}</div>'
+
+
+def _heatmap_only(
+    result: AnalysisResult, index: int, detector: str, heatmap: tuple[str, str]
+) -> Image.Image:
+    from ..render import heatmap_image
+
+    values = result.heatmap(index, detector, heatmap[1], heatmap[0])
+    return heatmap_image(values, size=(THUMBNAIL, THUMBNAIL))
+
+
+def _try_image(make: Callable[[], Image.Image]) -> Image.Image | None:
+    """``make()``, or None when the image cannot be decoded (file gone, or from a Dataset)."""
+    try:
+        return make()
+    except ValueError:
+        return None
+
+
+def _figure(image: Image.Image, caption: str) -> str:
+    src = _data_uri(_jpeg(image), "jpeg")
+    return f'<figure><img src="{src}" alt=""><figcaption>{caption}</figcaption></figure>'
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    thumb = image.convert("RGB").resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    thumb.save(buffer, format="JPEG", quality=80)
+    return buffer.getvalue()
+
+
+def _data_uri(data: bytes, kind: str) -> str:
+    return f"data:image/{kind};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _number(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else _e(value)
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))

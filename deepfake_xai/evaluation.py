@@ -1,0 +1,487 @@
+"""Side-by-side evaluation of detectors: metrics, per-group metrics, speed, tables and figures.
+
+Detectors that share a :class:`Harmonization` share one decoded batch. Speed is measured on the
+chosen device from uint8 input (normalisation included, decoding excluded): latency at batch 1
+as the median of repeated runs after a warm-up, throughput at batch 32.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .data import (
+    ImageDataset,
+    SafeLoader,
+    Sample,
+    as_samples,
+    describe_data,
+    make_loader,
+    read_manifest,
+)
+from .detectors import Detector, resolve_device
+from .metrics import classification_metrics, per_group_metrics, reliability_curve, roc_curve
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+TABLE_COLUMNS = {
+    "accuracy": "accuracy",
+    "precision": "precision",
+    "recall": "recall",
+    "f1": "f1",
+    "roc_auc": "roc_auc",
+    "ap": "average_precision",
+    "eer": "eer",
+    "ece": "ece",
+}
+SPEED_COLUMNS = ("ms_per_image", "images_per_s")
+FIGURES = ("confusion_matrices.png", "roc_curves.png", "reliability.png")
+
+
+@dataclass
+class Comparison:
+    """Evaluation results for several detectors on one set of labelled images.
+
+    ``table`` has one row per detector (metrics, speed, parameters); ``metrics`` and
+    ``per_group`` hold the full metric dicts; ``predictions`` one row per (detector, image).
+    """
+
+    table: pd.DataFrame
+    metrics: dict[str, dict[str, Any]]
+    per_group: dict[str, dict[str, dict[str, Any]]]
+    predictions: pd.DataFrame
+    split: str | None
+    device: str
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    split_source: str | None = None
+
+    def to_markdown(self, digits: int = 3) -> str:
+        """The table as GitHub Markdown (metrics rounded to ``digits``)."""
+        header = ["detector", *self.table.columns]
+        rows = [
+            [str(name), *(_cell(col, row[col], digits) for col in self.table.columns)]
+            for name, row in self.table.iterrows()
+        ]
+        lines = [header, ["---"] + ["---:"] * (len(header) - 1), *rows]
+        return "\n".join("| " + " | ".join(line) + " |" for line in lines) + "\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the per-image predictions, JSON-ready (NaN becomes None)."""
+        return _jsonable(
+            {
+                "split": self.split,
+                "split_source": self.split_source,
+                "device": self.device,
+                "n_images": int(self.predictions["path"].nunique()) if len(self.predictions) else 0,
+                "table": self.table.reset_index().to_dict(orient="records"),
+                "metrics": self.metrics,
+                "per_group": self.per_group,
+                "errors": [{"path": p, "reason": r} for p, r in self.errors],
+            }
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def save(self, out: str | os.PathLike) -> dict[str, Path]:
+        """Write comparison.md, comparison.json, predictions.csv and the PNG figures to ``out``."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {
+            "markdown": _write_text(out / "comparison.md", self.to_markdown()),
+            "json": _write_text(out / "comparison.json", self.to_json()),
+            "predictions": _write_text(
+                out / "predictions.csv", self.predictions.to_csv(index=False)
+            ),
+        }
+        for name, figure in zip(FIGURES, self.figures(), strict=True):
+            paths[name.removesuffix(".png")] = out / name
+            figure.savefig(out / name, dpi=110, bbox_inches="tight")
+        return paths
+
+    def figures(self) -> list:
+        """Matplotlib figures: confusion matrices, ROC curves and the reliability diagram."""
+        groups = dict(tuple(self.predictions.groupby("detector", sort=False)))
+        data = {n: (g["target"].to_numpy(), g["p_fake"].to_numpy()) for n, g in groups.items()}
+        return [_confusion_figure(self.metrics), _roc_figure(data), _reliability_figure(data)]
+
+
+def evaluate(
+    detectors: Sequence[str | os.PathLike | Detector],
+    data: str | os.PathLike | Sequence[Sample],
+    *,
+    split: str | None = "test",
+    batch_size: int = 32,
+    device: str | torch.device = "auto",
+    latency: bool = True,
+    out: str | os.PathLike | None = None,
+    num_workers: int = 0,
+    threshold: float = 0.5,
+) -> Comparison:
+    """Predict ``split`` of ``data`` (``None``: every labelled image) with each detector.
+
+    ``detectors`` are checkpoint paths, ``hf-hub:`` ids, registry names or Detector objects.
+    Unreadable images are skipped and listed in ``Comparison.errors``; with ``out`` the results
+    are also saved there (see :meth:`Comparison.save`).
+    """
+    import pandas as pd
+
+    from .api import load_detector
+
+    if isinstance(detectors, (str, os.PathLike, Detector)):
+        detectors = [detectors]
+    if not detectors:
+        raise ValueError("evaluate needs at least one detector")
+    device = resolve_device(device)
+    loaded = [load_detector(d, device=device) for d in detectors]
+    samples, split_source = _evaluation_samples(data, split, loaded, detectors)
+    logits, errors = _predict_all(loaded, samples, batch_size, num_workers)
+    scored = [
+        _score(name, det, samples, *logits[id(det)], threshold=threshold, latency=latency)
+        for name, det in zip(_unique_names(loaded, detectors), loaded, strict=True)
+    ]
+    comparison = Comparison(
+        table=pd.DataFrame([row for row, *_ in scored]).set_index("detector"),
+        metrics={row["detector"]: m for row, m, _, _ in scored},
+        per_group={row["detector"]: g for row, _, g, _ in scored if g},
+        predictions=pd.concat([frame for *_, frame in scored], ignore_index=True),
+        split=split,
+        device=str(device),
+        errors=errors,
+        split_source=split_source,
+    )
+    if out is not None:
+        comparison.save(out)
+    return comparison
+
+
+def _evaluation_samples(
+    data: Any, split: str | None, loaded: list[Detector], sources: Sequence[Any]
+) -> tuple[list[Sample], str | None]:
+    """The samples to evaluate on, and the training-run split files that chose them (if any).
+
+    When ``data`` has no ``split`` images but the detectors' training runs left split.csv
+    files, the images every run held out in ``split`` are used.
+    """
+    samples, split_source = as_samples(data), None
+    split_files = [f for d, s in zip(loaded, sources, strict=True) if (f := run_split_file(d, s))]
+    if split is not None and split_files and not any(s.split == split for s in samples):
+        samples = held_out(samples, split_files, split)
+        split_source = ", ".join(dict.fromkeys(map(str, split_files)))
+    return select_split(samples, split, name=describe_data(data)), split_source
+
+
+def _score(
+    name: str,
+    detector: Detector,
+    samples: list[Sample],
+    kept: np.ndarray,
+    logits: np.ndarray,
+    *,
+    threshold: float,
+    latency: bool,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None, pd.DataFrame]:
+    """(table row, metrics, per-group metrics or None, predictions) for one detector."""
+    chosen = [samples[i] for i in kept]
+    y = np.array([s.target for s in chosen], dtype=np.int64)
+    p = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    metrics = classification_metrics(y, p, threshold)
+    groups = [s.group for s in chosen]
+    per_group = (
+        per_group_metrics(y, p, groups, threshold) if any(g is not None for g in groups) else None
+    )
+    speed = measure_speed(detector) if latency else dict.fromkeys(SPEED_COLUMNS, math.nan)
+    row = _table_row(name, metrics, speed, detector)
+    return row, metrics, per_group, _prediction_frame(name, chosen, y, p, threshold)
+
+
+def select_split(
+    data: str | os.PathLike | Sequence[Sample], split: str | None, *, name: str | None = None
+) -> list[Sample]:
+    """The labelled samples of ``split`` (all labelled samples for None), or a clear error."""
+    samples = as_samples(data)
+    name = name or describe_data(data)
+    labelled = [s for s in samples if s.label is not None]
+    if not labelled:
+        raise ValueError(f"{name}: no labelled images (real/fake) to evaluate on")
+    if split is None:
+        return labelled
+    chosen = [s for s in labelled if s.split == split]
+    if not chosen:
+        found = sorted({s.split or "none" for s in labelled})
+        raise ValueError(
+            f"{name}: no images in split {split!r} (splits found: {found}); pass another "
+            "split, or as data the split.csv that `deepfake-xai train` wrote in its --out"
+        )
+    return chosen
+
+
+def run_split_file(detector: Detector, source: Any = None) -> Path | None:
+    """The split.csv of the training run that produced ``detector``, when it can be found.
+
+    Looked up in the checkpoint's training metadata, then next to the run folder of a local
+    checkpoint (``RUN/<detector>/best.safetensors`` -> ``RUN/split.csv``).
+    """
+    candidates = [(detector.metadata.get("training") or {}).get("split_file")]
+    if source is not None and not isinstance(source, Detector):
+        candidates.append(Path(os.fspath(source)).parent.parent / "split.csv")
+    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+
+
+def held_out(samples: Sequence[Sample], split_files: Sequence[Path], split: str) -> list[Sample]:
+    """The samples that every training run's split.csv puts in ``split`` (so none saw them)."""
+    runs = [{s.path: s.split for s in read_manifest(f)} for f in split_files]
+    return [
+        replace(s, split=split) for s in samples if all(run.get(s.path) == split for run in runs)
+    ]
+
+
+def predict_logits(
+    detectors: Sequence[Detector],
+    loader: SafeLoader,
+    *,
+    amp: bool = False,
+    channels_last: bool = False,
+) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray]:
+    """Logits of every detector over one pass of ``loader`` (the batch is shared).
+
+    Returns ``({id(detector): logits (N,)}, targets (N,), dataset indices (N,))``.
+    """
+    out: dict[int, list[torch.Tensor]] = {id(d): [] for d in detectors}
+    targets, indices = [], []
+    for d in detectors:
+        d.model.eval()
+    with torch.inference_mode():
+        for images, batch_targets, batch_indices in loader:
+            for d in detectors:
+                x = d.normalize(images)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast(d.device, amp):
+                    out[id(d)].append(d(x).float().cpu())
+            targets.append(batch_targets)
+            indices.append(batch_indices)
+    cat = (lambda ts: torch.cat(ts).numpy()) if targets else (lambda ts: np.zeros(0))
+    return {k: cat(v) for k, v in out.items()}, cat(targets), cat(indices).astype(np.int64)
+
+
+def autocast(device: torch.device, enabled: bool) -> AbstractContextManager:
+    """CUDA autocast (bf16 where supported, else fp16) when enabled; a no-op otherwise."""
+    if not enabled or device.type != "cuda":
+        return nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def measure_speed(
+    detector: Detector, *, runs: int = 20, warmup: int = 3, batch_size: int = 32, batches: int = 3
+) -> dict[str, float]:
+    """``ms_per_image`` at batch 1 (median of ``runs``) and ``images_per_s`` at ``batch_size``.
+
+    Timed from a uint8 batch on the host to the logits on the detector's device.
+    """
+    size = detector.input_size
+    generator = torch.Generator().manual_seed(0)
+    one = torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8, generator=generator)
+    many = torch.randint(
+        0, 256, (batch_size, 3, size, size), dtype=torch.uint8, generator=generator
+    )
+    single = _timings(detector, one, warmup, runs)
+    bulk = _timings(detector, many, 1, batches)
+    return {
+        "ms_per_image": 1000.0 * float(np.median(single)),
+        "images_per_s": batch_size * len(bulk) / float(np.sum(bulk)),
+    }
+
+
+def _timings(detector: Detector, batch: torch.Tensor, warmup: int, runs: int) -> list[float]:
+    detector.model.eval()
+    sync = torch.cuda.synchronize if detector.device.type == "cuda" else (lambda: None)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + runs):
+            sync()
+            start = time.perf_counter()
+            detector(detector.normalize(batch)).cpu()
+            sync()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    return times
+
+
+def _predict_all(
+    detectors: list[Detector], samples: list[Sample], batch_size: int, num_workers: int
+) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], list[tuple[str, str]]]:
+    """Per detector id: (sample indices kept, logits); one decode per distinct harmonization."""
+    by_harmonization: dict[Any, list[Detector]] = {}
+    for d in detectors:
+        by_harmonization.setdefault(d.harmonization, []).append(d)
+    results, errors = {}, {}
+    for harmonization, group in by_harmonization.items():
+        loader = make_loader(
+            ImageDataset(samples, harmonization), batch_size, num_workers=num_workers
+        )
+        amp = group[0].device.type == "cuda"
+        logits, _, indices = predict_logits(group, loader, amp=amp)
+        results.update({key: (indices, value) for key, value in logits.items()})
+        errors.update({str(p): r for p, r in loader.errors})
+    return results, sorted(errors.items())
+
+
+def _unique_names(detectors: list[Detector], sources: Sequence[Any]) -> list[str]:
+    """Detector names; two of one name get their checkpoint paths (or #1, #2) appended."""
+    names = [d.name for d in detectors]
+    files = [None if isinstance(s, Detector) else os.path.abspath(os.fspath(s)) for s in sources]
+    out = list(names)
+    for name in {n for n in names if names.count(n) > 1}:
+        same = [i for i, n in enumerate(names) if n == name]
+        paths = [files[i] for i in same]
+        if None in paths or len(set(paths)) < len(paths):
+            for k, i in enumerate(same, 1):
+                out[i] = f"{name} #{k}"
+            continue
+        root = os.path.commonpath(paths)
+        for i, path in zip(same, paths, strict=True):
+            out[i] = f"{name} ({os.path.relpath(path, root)})"
+    return out
+
+
+def _table_row(name: str, metrics: dict, speed: dict, detector: Detector) -> dict[str, Any]:
+    row: dict[str, Any] = {"detector": name}
+    row.update({col: _nan(metrics[key]) for col, key in TABLE_COLUMNS.items()})
+    row.update(speed)
+    row["params"] = detector.num_parameters
+    row["n"] = metrics["n"]
+    return row
+
+
+def _prediction_frame(
+    name: str, samples: list[Sample], y: np.ndarray, p: np.ndarray, threshold: float
+) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "detector": name,
+            "path": [str(s.path) for s in samples],
+            "label": [s.label for s in samples],
+            "split": [s.split for s in samples],
+            "group": [s.group for s in samples],
+            "target": y,
+            "p_fake": p,
+            "predicted": np.where(p >= threshold, "fake", "real"),
+        }
+    )
+
+
+def _confusion_figure(metrics: dict[str, dict[str, Any]]):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3.2 * len(metrics), 3.2), layout="constrained")
+    for ax, (name, m) in zip(
+        fig.subplots(1, len(metrics), squeeze=False)[0], metrics.items(), strict=True
+    ):
+        matrix = np.array([[m["tn"], m["fp"]], [m["fn"], m["tp"]]])
+        ax.imshow(matrix, cmap="Blues", vmin=0)
+        for (r, c), value in np.ndenumerate(matrix):
+            dark = value > matrix.max() / 2
+            ax.text(c, r, str(value), ha="center", va="center", color="white" if dark else "black")
+        ax.set(
+            xticks=[0, 1],
+            yticks=[0, 1],
+            xticklabels=["real", "fake"],
+            yticklabels=["real", "fake"],
+            xlabel="predicted",
+            ylabel="true",
+            title=name,
+        )
+    return fig
+
+
+def _roc_figure(data: dict[str, tuple[np.ndarray, np.ndarray]]):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.5, 4.2), layout="constrained")
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    for name, (y, p) in data.items():
+        if 0 < y.sum() < y.size:
+            fpr, tpr, _ = roc_curve(y, p)
+            ax.plot(fpr, tpr, label=name)
+    ax.set(
+        xlabel="false positive rate (real called fake)",
+        ylabel="true positive rate",
+        title="ROC (positive = fake)",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right")
+    return fig
+
+
+def _reliability_figure(data: dict[str, tuple[np.ndarray, np.ndarray]]):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.5, 4.2), layout="constrained")
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    for name, (y, p) in data.items():
+        curve = reliability_curve(y, p)
+        filled = curve["count"] > 0
+        ax.plot(curve["mean_predicted"][filled], curve["fraction_fake"][filled], "o-", label=name)
+    ax.set(
+        xlabel="predicted P(fake)",
+        ylabel="observed fraction fake",
+        title="reliability",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
+    ax.legend(loc="upper left")
+    return fig
+
+
+def _cell(column: str, value: Any, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if column == "params":
+        return f"{value / 1e6:.2f} M"
+    if column == "n":
+        return str(int(value))
+    if column in SPEED_COLUMNS:
+        return f"{value:.1f}"
+    return f"{value:.{digits}f}"
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else float(value)
+    return value
+
+
+def _write_text(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,195 @@
+"""The Grad-CAM family (Grad-CAM, Grad-CAM++, LayerCAM) computed in one forward pass.
+
+Parameters stay frozen; gradients are taken with :func:`torch.autograd.grad` with respect to
+the chosen activations only. For the final layer the features run without a graph and only the
+head (pooling + classifier) is differentiated; for other layers a forward hook detaches the
+activation and re-marks it as requiring grad, so the backward pass stops there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+
+from ..registry import EXPLAINERS
+from .base import AttributionExplainer, Heatmaps, normalize_maps, resolve_targets, signed_logit
+
+if TYPE_CHECKING:
+    from ..detectors import Detector
+
+TargetSpec = str | Sequence[str] | torch.Tensor
+CamFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+_GRADCAMPP_EPS = 1e-6
+
+
+def gradcam(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM: channels weighted by their spatially averaged gradient, then ReLU."""
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    return torch.relu((weights * activations).sum(dim=1))
+
+
+def gradcam_plusplus(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM++: the closed form for an exponentiated score (eq. 19 of arXiv:1710.11063)."""
+    grads_2 = grads.pow(2)
+    grads_3 = grads_2 * grads
+    sum_acts = activations.sum(dim=(2, 3), keepdim=True)
+    alpha = grads_2 / (2 * grads_2 + sum_acts * grads_3 + _GRADCAMPP_EPS)
+    alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
+    weights = (torch.relu(grads) * alpha).sum(dim=(2, 3), keepdim=True)
+    return torch.relu((weights * activations).sum(dim=1))
+
+
+def layercam(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """LayerCAM: activations weighted by their positive gradient at every location."""
+    return torch.relu((torch.relu(grads) * activations).sum(dim=1))
+
+
+CAM_METHODS: dict[str, CamFn] = {
+    "gradcam": gradcam,
+    "gradcam++": gradcam_plusplus,
+    "layercam": layercam,
+}
+
+
+@contextmanager
+def captured_activations(
+    detector: Detector, layers: Sequence[str]
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Hook ``layers`` so that each output becomes a fresh leaf that requires grad.
+
+    Yields the dict the hooks fill (module path -> activation); each module is hooked once even
+    when several names resolve to it. The forward pass continues from the leaf, so a later
+    backward stops there. Hooks are always removed, also when the block raises.
+    """
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook_for(path: str):
+        def hook(_module: torch.nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
+            if not isinstance(output, torch.Tensor) or output.ndim != 4:
+                got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output)
+                raise ValueError(
+                    f"{detector.name}: layer {path!r} outputs {got}; a CAM layer needs a "
+                    "single (B, C, h, w) tensor"
+                )
+            leaf = output.detach().requires_grad_()
+            captured[path] = leaf
+            return leaf
+
+        return hook
+
+    paths = dict.fromkeys(detector.resolve_layer(layer) for layer in layers)
+    handles = [detector.module(path).register_forward_hook(hook_for(path)) for path in paths]
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def cam_pass(
+    detector: Detector,
+    x: torch.Tensor,
+    *,
+    layers: Sequence[str] = ("final",),
+    target: TargetSpec = "fake",
+    method: str = "gradcam",
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """ONE forward pass: ``(logits (B,), embeddings (B, D), {layer: maps}, targets (B,))``.
+
+    ``x`` is a normalised float batch on the detector's device. Maps ``(B, h, w)`` are at the
+    layer's resolution, normalised per image to [0, 1], and stay on the device. With
+    ``layers=()`` this is a plain ``inference_mode`` pass.
+    """
+    cam = _cam_function(method)
+    layers = tuple(dict.fromkeys(layers))
+    if not layers:
+        with torch.inference_mode():
+            logits, embeddings = detector.head(detector.features(x))
+        return logits, embeddings, {}, resolve_targets(target, logits)
+
+    final = detector.resolve_layer("final")
+    paths = {layer: detector.resolve_layer(layer) for layer in layers}
+    hooked = list(dict.fromkeys(path for path in paths.values() if path != final))
+    with captured_activations(detector, hooked) as activations:
+        with torch.set_grad_enabled(bool(hooked)):
+            fmap = detector.features(x)
+        if not hooked:
+            fmap = fmap.detach().requires_grad_()
+        with torch.enable_grad():
+            logits, embeddings = detector.head(fmap)
+    missing = [path for path in hooked if path not in activations]
+    if missing:
+        raise ValueError(f"{detector.name}: layers {missing} were not run by features() or head()")
+
+    activations[final] = fmap
+    targets = resolve_targets(target, logits)
+    unique = list(dict.fromkeys(paths.values()))
+    grads = torch.autograd.grad(
+        signed_logit(logits, targets).sum(), [activations[p] for p in unique]
+    )
+    maps = {
+        path: normalize_maps(cam(activations[path].detach().float(), grad.float()))
+        for path, grad in zip(unique, grads, strict=True)
+    }
+    return logits.detach(), embeddings.detach(), {k: maps[p] for k, p in paths.items()}, targets
+
+
+def _cam_function(method: str) -> CamFn:
+    try:
+        return CAM_METHODS[method]
+    except KeyError:
+        raise ValueError(
+            f"unknown CAM method {method!r}; use one of {sorted(CAM_METHODS)}"
+        ) from None
+
+
+class CamExplainer(AttributionExplainer):
+    """Base of the Grad-CAM family; subclasses set ``cam_method`` (a key of :data:`CAM_METHODS`)."""
+
+    uses_layers: ClassVar[bool] = True
+    cam_method: ClassVar[str] = "gradcam"
+
+    def attribute(
+        self,
+        inputs: torch.Tensor,
+        target: TargetSpec = "fake",
+        layers: Sequence[str] = ("final",),
+    ) -> dict[str, Heatmaps]:
+        """Heatmaps at each layer's feature resolution, keyed by the layer name as asked."""
+        _, _, maps, targets = cam_pass(
+            self.detector, inputs, layers=layers, target=target, method=self.cam_method
+        )
+        return {
+            layer: Heatmaps(
+                m, method=self.name, layer=layer, targets=targets, detector=self.detector.name
+            )
+            for layer, m in maps.items()
+        }
+
+
+@EXPLAINERS.register("gradcam", aliases=("grad-cam",))
+class GradCAM(CamExplainer):
+    """Grad-CAM (Selvaraju et al.): class-discriminative, coarse, and cheap."""
+
+    name = "gradcam"
+    cam_method = "gradcam"
+
+
+@EXPLAINERS.register("gradcam++", aliases=("gradcampp", "grad-cam++"))
+class GradCAMPlusPlus(CamExplainer):
+    """Grad-CAM++ (Chattopadhay et al.): better at several instances of the evidence."""
+
+    name = "gradcam++"
+    cam_method = "gradcam++"
+
+
+@EXPLAINERS.register("layercam")
+class LayerCAM(CamExplainer):
+    """LayerCAM (Jiang et al.): per-location weights; sharper, and useful at mid layers."""
+
+    name = "layercam"
+    cam_method = "layercam"

@@ -1,0 +1,122 @@
+"""The plain-language reading of one detector's verdict and heatmap, derived from the data.
+
+The heatmap's hottest pixels are assigned to coarse face regions laid out over a face frame:
+the detected face box when one is known, otherwise the centre of the image, where a portrait
+(FFHQ-style alignment, the synthetic set) has its face. Bands of the frame give the forehead and
+hairline, the eyes, the nose and cheeks, the mouth and chin; outside it is background and edges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..render import resize_map
+
+FOREHEAD = "forehead and hairline"
+EYES = "eyes"
+NOSE = "nose and cheeks"
+MOUTH = "mouth and chin"
+BACKGROUND = "background and edges"
+REGIONS: tuple[str, ...] = (FOREHEAD, EYES, NOSE, MOUTH, BACKGROUND)
+
+# Frame of the face in a centred portrait, as fractions of the image (left, top, right, bottom).
+PORTRAIT_FRAME: tuple[float, float, float, float] = (0.25, 0.26, 0.75, 0.76)
+# Lower edges of the bands inside the frame, as fractions of its height (the last band is open).
+_BANDS: tuple[tuple[float, str], ...] = ((0.28, FOREHEAD), (0.5, EYES), (0.7, NOSE))
+_ABOVE = 0.4  # how far above the frame (in frame heights) still counts as forehead and hairline
+_BELOW = 0.2  # how far below the frame still counts as mouth and chin
+_GRID = 64  # heatmaps are resampled to this grid before their pixels are counted
+_HOT_FRACTION = 0.1  # at most this share of pixels (those above half the peak) is "hot"
+_FLAT = 0.05  # a map whose values span less than this has no focus
+
+ARCHITECTURE_NAMES = {"efficientnet_b0": "EfficientNet-B0", "mobilenetv2_100": "MobileNetV2"}
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Attention:
+    """Where a heatmap's hottest pixels fall: region -> share, largest first."""
+
+    shares: tuple[tuple[str, float], ...]
+
+    @property
+    def flat(self) -> bool:
+        return not self.shares
+
+    def top(self, n: int = 2, min_ratio: float = 0.5) -> list[str]:
+        """The leading region, plus followers holding at least ``min_ratio`` of its share."""
+        if self.flat:
+            return []
+        lead = self.shares[0][1]
+        return [name for name, share in self.shares[:n] if share >= min_ratio * lead]
+
+
+def display_name(detector_name: str, architecture: str = "") -> str:
+    """A readable name: the built-ins' marketing names, anything else as registered."""
+    return (
+        ARCHITECTURE_NAMES.get(detector_name)
+        or ARCHITECTURE_NAMES.get(architecture)
+        or (detector_name)
+    )
+
+
+def region_map(height: int, width: int, face: Box | None = None) -> np.ndarray:
+    """An ``(height, width)`` array of indices into :data:`REGIONS`.
+
+    ``face`` is the face box (left, top, right, bottom) in fractions of the image; without it
+    :data:`PORTRAIT_FRAME` is assumed.
+    """
+    left, top, right, bottom = face or PORTRAIT_FRAME
+    fh = max(bottom - top, 1e-6)
+    ys = ((np.arange(height) + 0.5) / height - top) / fh
+    xs = (np.arange(width) + 0.5) / width
+    rows = np.full(height, REGIONS.index(BACKGROUND))
+    rows[(ys >= -_ABOVE) & (ys < 1 + _BELOW)] = REGIONS.index(MOUTH)
+    for limit, name in reversed(_BANDS):
+        rows[(ys >= -_ABOVE) & (ys < limit)] = REGIONS.index(name)
+    labels = np.repeat(rows[:, None], width, axis=1)
+    labels[:, (xs < left) | (xs > right)] = REGIONS.index(BACKGROUND)
+    return labels
+
+
+def attention_regions(heatmap: np.ndarray, face: Box | None = None) -> Attention:
+    """Share of the hottest pixels of ``heatmap`` (h, w in [0, 1]) per face region."""
+    values = resize_map(heatmap, (_GRID, _GRID))
+    low, high = float(values.min()), float(values.max())
+    if high - low < _FLAT:
+        return Attention(())
+    threshold = max(np.quantile(values, 1 - _HOT_FRACTION), (low + high) / 2)
+    hot = region_map(_GRID, _GRID, face)[values >= threshold]
+    counts = np.bincount(hot, minlength=len(REGIONS)) / max(hot.size, 1)
+    order = np.argsort(-counts, kind="stable")
+    return Attention(tuple((REGIONS[i], float(counts[i])) for i in order if counts[i] > 0))
+
+
+def verdict(p_fake: float) -> tuple[str, float]:
+    """``("fake" | "real", confidence)`` for a probability of fake."""
+    return ("fake", p_fake) if p_fake >= 0.5 else ("real", 1.0 - p_fake)
+
+
+def reading(
+    name: str, p_fake: float, heatmap: np.ndarray, *, target: str = "fake", face: Box | None = None
+) -> str:
+    """One sentence: the verdict with its confidence, and where the explained evidence lies.
+
+    ``target`` is the class the heatmap explains (``fake``, ``real``), so that a map asked for
+    the other class than the verdict says so.
+    """
+    label, confidence = verdict(p_fake)
+    sentence = f"{name} says {label} with {confidence:.0%} confidence"
+    regions = attention_regions(heatmap, face).top()
+    evidence = "its attention" if target == label else f"its evidence for {target}"
+    if not regions:
+        return f"{sentence}; {evidence} has no clear focus (the heatmap is flat)."
+    return f"{sentence}; {evidence} is on the {_join(regions)}."
+
+
+def _join(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"

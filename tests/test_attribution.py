@@ -1,0 +1,252 @@
+"""Captum attribution explainers: a known-answer detector, the built-ins, batching and targets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import deepfake_xai as dx
+from deepfake_xai.detectors import Detector
+from deepfake_xai.explainers.attribution import (
+    IntegratedGradientsExplainer,
+    LogitModel,
+    OcclusionExplainer,
+    SaliencyExplainer,
+    make_baseline,
+)
+from deepfake_xai.preprocessing import Harmonization
+from deepfake_xai.registry import EXPLAINERS
+
+SIZE = 64
+BUILTIN_SIZE = 48
+
+
+class QuadrantDetector(Detector):
+    """Fixed weights; the logit is the high-frequency energy of the top-left quadrant only.
+
+    Random-noise images score about +4.5 (fake) and their blurred copies about -4.6 (real).
+    """
+
+    def __init__(self, size: int = SIZE):
+        conv = nn.Conv2d(3, 4, 3, bias=False)
+        weight = torch.randn(4, 3, 3, 3, generator=torch.Generator().manual_seed(0))
+        conv.weight.data = (weight - weight.mean(dim=(1, 2, 3), keepdim=True)) / 9
+        super().__init__(
+            nn.Sequential(conv),
+            name="quadrant",
+            architecture="test",
+            cam_layers={"final": "0"},
+            harmonization=Harmonization(image_size=size),
+            device="cpu",
+        )
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        half_h, half_w = x.shape[-2] // 2, x.shape[-1] // 2
+        return self.model(x[..., :half_h, :half_w]).pow(2)
+
+    def head(self, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = fmap.mean(dim=(2, 3))
+        return 4 * (embedding.sum(dim=1) - 1.2), embedding
+
+
+def noise_batch(detector: Detector, n: int, seed: int = 1, size: int = SIZE) -> torch.Tensor:
+    """``n`` normalised random-noise images."""
+    generator = torch.Generator().manual_seed(seed)
+    pixels = torch.randint(0, 256, (n, 3, size, size), generator=generator, dtype=torch.uint8)
+    return detector.normalize(pixels)
+
+
+def builtin_batch(detector: Detector) -> torch.Tensor:
+    """Two noise images at the built-in detectors' test size."""
+    return noise_batch(detector, 2, size=BUILTIN_SIZE)
+
+
+def quadrant_share(maps: torch.Tensor) -> torch.Tensor:
+    """Per map, the share of its total in the top-left quadrant."""
+    half = maps.shape[-1] // 2
+    return maps[:, :half, :half].sum(dim=(1, 2)) / maps.sum(dim=(1, 2))
+
+
+@pytest.fixture(scope="module")
+def quadrant() -> QuadrantDetector:
+    return QuadrantDetector()
+
+
+@pytest.fixture(scope="module", params=["efficientnet_b0", "mobilenetv2_100"])
+def builtin(request: pytest.FixtureRequest) -> Detector:
+    torch.manual_seed(0)
+    return dx.load_detector(request.param, image_size=BUILTIN_SIZE, device="cpu")
+
+
+FAST = {
+    "integrated_gradients": {"n_steps": 8},
+    "saliency": {},
+    "smoothgrad": {"smoothgrad": True, "nt_samples": 4},
+    "occlusion": {"window": 16, "stride": 16},
+}
+
+
+def build(name: str, detector: Detector, **kwargs) -> object:
+    method = "saliency" if name == "smoothgrad" else name
+    return EXPLAINERS.create(method, detector=detector, **{**FAST[name], **kwargs})
+
+
+@pytest.mark.parametrize("name", list(FAST))
+def test_known_answer_energy_in_top_left_quadrant(quadrant: QuadrantDetector, name: str) -> None:
+    explainer = build(name, quadrant, **({"window": 8, "stride": 4} if name == "occlusion" else {}))
+    heatmaps = explainer.attribute(noise_batch(quadrant, 4), "fake")["input"]
+    share = quadrant_share(heatmaps.maps)
+    assert (share > 0.6).all(), f"{name}: quadrant shares {share.tolist()}"
+    assert heatmaps.maps.sum(dim=(1, 2)).gt(0).all()
+
+
+@pytest.mark.parametrize("name", list(FAST))
+def test_builtin_maps_are_finite_unit_range_and_target_specific(
+    builtin: Detector, name: str
+) -> None:
+    explainer = build(name, builtin)
+    x = builtin_batch(builtin)
+    result = explainer.attribute(x, "fake", layers=("final", "mid"))
+    assert list(result) == ["input"]
+    fake = result["input"]
+    assert fake.maps.shape == (2, BUILTIN_SIZE, BUILTIN_SIZE)
+    assert torch.isfinite(fake.maps).all()
+    assert fake.maps.min() >= 0 and fake.maps.max() <= 1
+    assert fake.maps.amax(dim=(1, 2)).eq(1).all(), "each map is scaled to reach 1"
+    assert fake.layer == "input" and fake.detector == builtin.name
+    assert fake.targets.tolist() == [1, 1]
+
+    real = explainer.attribute(x, "real")["input"].maps
+    if name in ("saliency", "smoothgrad"):  # |d(-logit)/dx| == |d(logit)/dx|: by design
+        torch.testing.assert_close(fake.maps, real)
+    else:
+        assert (fake.maps - real).abs().mean() > 0.05
+
+
+def test_mixed_targets_in_one_batch_match_separate_calls(quadrant: QuadrantDetector) -> None:
+    explainer = build("integrated_gradients", quadrant)
+    x = noise_batch(quadrant, 2)
+    mixed = explainer.attribute(x, torch.tensor([1, 0]))["input"]
+    fake = explainer.attribute(x[:1], "fake")["input"].maps
+    real = explainer.attribute(x[1:], "real")["input"].maps
+    torch.testing.assert_close(mixed.maps, torch.cat([fake, real]))
+    assert mixed.targets.tolist() == [1, 0]
+
+
+def test_logit_model_scores_real_as_minus_logit(quadrant: QuadrantDetector) -> None:
+    x = noise_batch(quadrant, 3)
+    scores = LogitModel(quadrant)(x)
+    logits = quadrant(x)
+    assert scores.shape == (3, 2)
+    torch.testing.assert_close(scores, torch.stack([-logits, logits], dim=1))
+
+
+def test_ig_internal_batch_size_is_honoured_and_does_not_change_results(builtin: Detector) -> None:
+    x = builtin_batch(builtin)
+    sizes: list[int] = []
+    hook = builtin.module("final").register_forward_pre_hook(
+        lambda _m, args: sizes.append(len(args[0]))
+    )
+    try:
+        small = build("integrated_gradients", builtin, internal_batch_size=4).attribute(x)["input"]
+    finally:
+        hook.remove()
+    large = build("integrated_gradients", builtin, internal_batch_size=32).attribute(x)["input"]
+    assert max(sizes) <= 4
+    torch.testing.assert_close(small.maps, large.maps, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["smoothgrad", "occlusion"])
+def test_perturbation_methods_honour_internal_batch_size(
+    quadrant: QuadrantDetector, name: str
+) -> None:
+    x = noise_batch(quadrant, 3)
+    sizes: list[int] = []
+    hook = quadrant.model.register_forward_pre_hook(lambda _m, args: sizes.append(len(args[0])))
+    try:
+        build(name, quadrant, internal_batch_size=2).attribute(x)
+    finally:
+        hook.remove()
+    assert max(sizes) <= 2
+
+
+def test_smoothgrad_is_seeded_and_leaves_global_rng_alone(quadrant: QuadrantDetector) -> None:
+    x = noise_batch(quadrant, 2)
+    torch.manual_seed(5)
+    expected = torch.rand(1)
+    torch.manual_seed(5)
+    first = build("smoothgrad", quadrant).attribute(x)["input"].maps
+    assert torch.rand(1) == expected
+    again = build("smoothgrad", quadrant).attribute(x)["input"].maps
+    plain = build("saliency", quadrant).attribute(x)["input"].maps
+    torch.testing.assert_close(first, again)
+    assert not torch.allclose(first, plain)
+
+
+def test_predicted_target_on_inference_tensors(quadrant: QuadrantDetector) -> None:
+    with torch.inference_mode():
+        x = noise_batch(quadrant, 2)
+        x[1] = make_baseline(quadrant, x[1:], "blur")[0]
+        result = build("integrated_gradients", quadrant).attribute(x, "predicted")["input"]
+    assert result.targets.tolist() == [1, 0]
+    assert torch.isfinite(result.maps).all()
+
+
+@pytest.mark.parametrize("name", list(FAST))
+def test_inference_tensor_targets_as_the_engine_passes_them(
+    quadrant: QuadrantDetector, name: str
+) -> None:
+    with torch.inference_mode():
+        x = noise_batch(quadrant, 2)
+        targets = (quadrant(x) > 0).long()
+    maps = build(name, quadrant).attribute(x, targets)["input"].maps
+    assert maps.shape == (2, SIZE, SIZE) and maps.amax(dim=(1, 2)).eq(1).all()
+
+
+def test_registry_names_and_aliases(quadrant: QuadrantDetector) -> None:
+    assert isinstance(EXPLAINERS.create("ig", detector=quadrant), IntegratedGradientsExplainer)
+    assert isinstance(EXPLAINERS.create("saliency", detector=quadrant), SaliencyExplainer)
+    assert isinstance(EXPLAINERS.create("occlusion", detector=quadrant), OcclusionExplainer)
+    assert "guided_backprop" not in EXPLAINERS
+    assert EXPLAINERS.get("ig").uses_layers is False
+
+
+def test_baselines(quadrant: QuadrantDetector) -> None:
+    x = noise_batch(quadrant, 2)
+    black = make_baseline(quadrant, x, "black")
+    zeros = quadrant.normalize(torch.zeros(2, 3, SIZE, SIZE, dtype=torch.uint8))
+    torch.testing.assert_close(black, zeros)
+    mean = make_baseline(quadrant, x, "mean")
+    torch.testing.assert_close(mean[:, :, 0, 0], x.mean(dim=(2, 3)))
+    blur = make_baseline(quadrant, x, "blur")
+    assert blur.shape == x.shape and blur.std() < 0.25 * x.std()
+    torch.testing.assert_close(blur.mean(dim=(2, 3)), x.mean(dim=(2, 3)), atol=0.05, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("factory", "kwargs", "message"),
+    [
+        (IntegratedGradientsExplainer, {"baseline": "white"}, "baseline must be one of"),
+        (IntegratedGradientsExplainer, {"n_steps": 0}, "n_steps"),
+        (SaliencyExplainer, {"internal_batch_size": 0}, "internal_batch_size"),
+        (SaliencyExplainer, {"noise_level": 0}, "noise_level"),
+        (OcclusionExplainer, {"window": 0}, "window"),
+    ],
+)
+def test_bad_parameters_are_named(
+    quadrant: QuadrantDetector, factory, kwargs, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        factory(quadrant, **kwargs)
+
+
+def test_occlusion_window_larger_than_input_is_reported(quadrant: QuadrantDetector) -> None:
+    explainer = OcclusionExplainer(quadrant, window=SIZE + 1)
+    with pytest.raises(ValueError, match=r"window 65 px exceeds the 64x64 input"):
+        explainer.attribute(noise_batch(quadrant, 1))
+
+
+def test_rejects_a_single_image_without_batch_dimension(quadrant: QuadrantDetector) -> None:
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        build("saliency", quadrant).attribute(noise_batch(quadrant, 1)[0])

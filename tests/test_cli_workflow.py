@@ -1,0 +1,91 @@
+"""The research workflow through the CLI: synthesize -> train -> evaluate, on a tiny set."""
+
+import json
+
+import pytest
+import torch
+
+from deepfake_xai.cli import main
+from deepfake_xai.detectors import Detector
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on tiny images: one thread avoids OpenMP overhead (worst on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_synthesize_train_evaluate(tmp_path, capsys):
+    data, run, report = tmp_path / "synth", tmp_path / "run", tmp_path / "report"
+    assert main(["synthesize", str(data), "--n-per-class", "12", "--size", "40"]) == 0
+    assert "wrote 12 real and 12 fake images" in capsys.readouterr().out
+
+    train_args = [
+        "train",
+        str(data),
+        "--detector",
+        "mobilenetv2_100",
+        "--out",
+        str(run),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--image-size",
+        "32",
+        "--max-batches",
+        "2",
+        "--no-pretrained",
+        "--no-progress",
+        "--lr",
+        "3e-3",
+    ]
+    assert main(train_args) == 0
+    out = capsys.readouterr().out
+    assert "split written to" in out and "| mobilenetv2_100 | 1 |" in out
+    checkpoint = run / "mobilenetv2_100" / "best.safetensors"
+    meta = Detector.load(checkpoint, device="cpu").metadata
+    assert meta["training"]["lr"] == 3e-3 and meta["training"]["max_train_batches"] == 2
+
+    eval_args = [
+        "evaluate",
+        str(run / "split.csv"),
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(report),
+        "--no-latency",
+    ]
+    assert main(eval_args) == 0
+    out = capsys.readouterr().out
+    assert "2 images of split 'test'" in out
+    assert "| detector | accuracy | precision |" in out and "| mobilenetv2_100 |" in out
+    saved = json.loads((report / "comparison.json").read_text())
+    assert saved["table"][0]["detector"] == "mobilenetv2_100"
+    assert (report / "roc_curves.png").is_file()
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["synthesize", str(tmp_path), "--n-per-class", "2", "--size", "32"]) == 0
+    code = main(
+        [
+            "train",
+            str(tmp_path),
+            "--detector",
+            "mobilenetv2_100",
+            "--out",
+            str(tmp_path / "r"),
+            "--pretrained-file",
+            "oops",
+        ]
+    )
+    assert code == 2
+    assert "--pretrained-file expects NAME=PATH, got 'oops'" in capsys.readouterr().err
+    code = main(["evaluate", str(tmp_path), "--checkpoint", str(tmp_path / "missing.safetensors")])
+    assert code == 2
+    assert "missing.safetensors: checkpoint not found" in capsys.readouterr().err
+    code = main(["train", str(tmp_path), "--detector", "nope", "--out", str(tmp_path / "r")])
+    assert code == 2 and "unknown detector 'nope'" in capsys.readouterr().err

@@ -1,0 +1,221 @@
+import csv
+import json
+import time
+
+import pytest
+import torch
+
+from deepfake_xai import training
+from deepfake_xai.data import Sample, discover, fingerprint, read_manifest, split_counts
+from deepfake_xai.detectors import Detector, PretrainedWeightsUnavailable
+from deepfake_xai.registry import RegistryError
+from deepfake_xai.synthetic import generate_dataset
+from deepfake_xai.training import TrainConfig, prepare_split, train
+
+DETECTOR = "mobilenetv2_100"
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    settings = dict(epochs=1, batch_size=8, image_size=32, pretrained=False, max_train_batches=2)
+    return TrainConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on tiny images: one thread avoids OpenMP overhead (worst on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    generate_dataset(root, 12, size=40, seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    messages = []
+    results = train(dataset, [DETECTOR], out, tiny_config(epochs=2), log=messages.append)
+    return out, results[DETECTOR], messages
+
+
+def test_training_writes_checkpoints_logs_and_metadata(run, dataset):
+    out, result, messages = run
+    folder = out / DETECTOR
+    for name in (
+        "best.safetensors",
+        "last.safetensors",
+        "last.state.safetensors",
+        "metrics.csv",
+        "metrics.json",
+    ):
+        assert (folder / name).is_file(), name
+    assert result.checkpoint == folder / "best.safetensors"
+    assert [row["epoch"] for row in result.history] == [1, 2]
+    assert result.history[0]["train_loss"] < 1.0  # a fresh head starts near BCE = ln 2
+    with open(folder / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and float(rows[0]["lr"]) == pytest.approx(1e-3)
+    assert json.loads((folder / "metrics.json").read_text())["best"]["epoch"] == result.best_epoch
+
+    split = read_manifest(out / "split.csv")
+    assert split_counts(split) == {
+        "test": {"fake": 1, "real": 1},
+        "train": {"fake": 10, "real": 10},
+        "val": {"fake": 1, "real": 1},
+    }
+    detector = Detector.load(result.checkpoint, device="cpu")
+    meta = detector.metadata
+    assert meta["training"]["fingerprint"] == fingerprint(split)
+    assert meta["training"]["n_per_split"]["train"] == {"fake": 10, "real": 10}
+    assert meta["training"]["epochs_run"] == result.best_epoch
+    assert meta["training"]["lr"] == 1e-3 and meta["training"]["pretrained_init"] is False
+    assert meta["metrics"]["accuracy"] == result.best["accuracy"]
+    assert meta["metrics"]["loss"] == pytest.approx(result.best["loss"])
+    assert meta["trained_on"] == str(dataset)
+    assert detector.input_size == 32
+    # BatchNorm statistics were re-estimated on the 20 training images (3 batches of 8)
+    tracked = {
+        int(m.num_batches_tracked)
+        for m in detector.model.modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+    }
+    assert tracked == {3}
+    assert detector.predict_proba([s.path for s in split[:3]]).shape == (3,)
+    assert any(m.startswith(f"{DETECTOR} epoch 2:") for m in messages)
+
+
+def test_same_seed_same_result_and_resume_continues_exactly(run, dataset, tmp_path):
+    out, full, _ = run
+    first = train(dataset, [DETECTOR], tmp_path, tiny_config(epochs=1), log=lambda m: None)
+    assert {**first[DETECTOR].history[0], "seconds": 0} == {**full.history[0], "seconds": 0}
+    messages = []
+    checkpoint = tmp_path / DETECTOR / "last.safetensors"
+    resumed = train(
+        dataset, [], tmp_path, tiny_config(epochs=2), resume=checkpoint, log=messages.append
+    )
+    assert any("resuming from" in m for m in messages)
+    assert [row["epoch"] for row in resumed[DETECTOR].history] == [1, 2]
+    expected = Detector.load(out / DETECTOR / "last.safetensors", device="cpu").model.state_dict()
+    got = Detector.load(checkpoint, device="cpu").model.state_dict()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    with pytest.raises(ValueError, match="already ran 2 epochs"):
+        train(dataset, [], tmp_path, tiny_config(epochs=2), resume=checkpoint)
+
+
+def test_resume_without_state_restores_weights_only(run, dataset, tmp_path):
+    out, _, _ = run
+    checkpoint = tmp_path / "w.safetensors"
+    checkpoint.write_bytes((out / DETECTOR / "last.safetensors").read_bytes())
+    messages = []
+    result = train(
+        dataset,
+        [DETECTOR],
+        tmp_path / "again",
+        tiny_config(max_train_batches=1),
+        resume=checkpoint,
+        log=messages.append,
+    )
+    assert any("weights only" in m for m in messages)
+    assert result[DETECTOR].history[0]["epoch"] == 1
+    with pytest.raises(ValueError, match="holds 'mobilenetv2_100'; it cannot resume"):
+        train(dataset, ["efficientnet_b0"], tmp_path / "x", tiny_config(), resume=checkpoint)
+
+
+def test_offline_pretrained_falls_back_fast(dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "hub_unreachable", lambda: "test says offline")
+    messages = []
+    start = time.perf_counter()
+    train(
+        dataset,
+        [DETECTOR],
+        tmp_path,
+        tiny_config(pretrained=True, max_train_batches=1, precise_bn_images=0),
+        log=messages.append,
+    )
+    assert time.perf_counter() - start < 60
+    assert any(
+        m.startswith(f"no pretrained weights for {DETECTOR} (test says offline")
+        and m.endswith("training from scratch")
+        for m in messages
+    )
+    detector = Detector.load(tmp_path / DETECTOR / "best.safetensors", device="cpu")
+    meta = detector.metadata
+    assert meta["training"]["pretrained_init"] is False and meta["training"]["lr"] == 1e-3
+    norms = [m for m in detector.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert {int(m.num_batches_tracked) for m in norms} == {1}  # precise BN off: 1 train step
+
+
+def test_pretrained_kwargs(monkeypatch, tmp_path):
+    monkeypatch.setattr(training, "hub_unreachable", lambda: "offline")
+    monkeypatch.setattr(training, "cached_weights", lambda name: None)
+    with pytest.raises(PretrainedWeightsUnavailable, match="offline, and none are in the local"):
+        training.pretrained_kwargs(DETECTOR)
+    monkeypatch.setattr(training, "cached_weights", lambda name: str(tmp_path / "w.safetensors"))
+    assert training.pretrained_kwargs(DETECTOR) == {
+        "pretrained_file": str(tmp_path / "w.safetensors")
+    }
+    monkeypatch.setattr(training, "hub_unreachable", lambda: None)
+    assert training.pretrained_kwargs(DETECTOR) == {"pretrained": True}
+
+
+def test_hub_probe_respects_offline_flag(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    start = time.perf_counter()
+    assert training.hub_unreachable() == "HF_HUB_OFFLINE is set"
+    assert time.perf_counter() - start < 1
+
+
+def test_prepare_split_carves_test_from_train_and_is_reused(tmp_path):
+    samples = [
+        Sample(tmp_path / f"{label}{i}.png", label, "train")
+        for label in ("real", "fake")
+        for i in range(9)
+    ]
+    samples += [
+        Sample(tmp_path / f"v{label}{i}.png", label, "val")
+        for label in ("real", "fake")
+        for i in range(2)
+    ]
+    messages = []
+    split = prepare_split(samples, tmp_path / "out", tiny_config(), log=messages.append)
+    assert split_counts(split) == {
+        "test": {"fake": 1, "real": 1},
+        "train": {"fake": 8, "real": 8},
+        "val": {"fake": 2, "real": 2},
+    }
+    assert any("no test split in the data" in m for m in messages)
+    again = prepare_split(samples, tmp_path / "out", tiny_config(seed=5), log=messages.append)
+    assert again == sorted(split) and "reusing the split" in messages[-2]
+    with pytest.raises(ValueError, match="split.csv was written for other data"):
+        prepare_split(samples[:-1], tmp_path / "out", tiny_config())
+
+
+def test_prepare_split_needs_both_classes(tmp_path):
+    samples = [Sample(tmp_path / f"{i}.png", "real") for i in range(10)]
+    with pytest.raises(ValueError, match="the train split needs real and fake images"):
+        prepare_split(samples, tmp_path, tiny_config())
+
+
+def test_bad_names_and_config_fail_early(dataset, tmp_path):
+    with pytest.raises(RegistryError, match="unknown detector 'efficientnet_b9'"):
+        train(dataset, ["efficientnet_b9"], tmp_path, tiny_config())
+    assert not (tmp_path / "split.csv").exists()
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        TrainConfig(optimizer="sgd")
+    with pytest.raises(ValueError, match="image_size must be an int"):
+        TrainConfig(image_size=4)
+    with pytest.raises(ValueError, match="at least one detector"):
+        train(dataset, [], tmp_path, tiny_config())
+
+
+def test_limit_per_class_subsets(dataset, tmp_path):
+    split = prepare_split(discover(dataset), tmp_path, tiny_config(limit_per_class=5))
+    assert sum(1 for s in split if s.label == "fake") == 5

@@ -17,7 +17,7 @@ import random
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import lru_cache, total_ordering
 from pathlib import Path
 from typing import NamedTuple
 
@@ -31,7 +31,7 @@ from .preprocessing import Harmonization, to_uint8_tensor
 LABELS = ("real", "fake")
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
-    {
+    [
         ".jpg",
         ".jpeg",
         ".png",
@@ -44,30 +44,24 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset(
         ".avif",
         ".heic",
         ".heif",
-    }
+    ]
 )
 
-_LABEL_SYNONYMS = {
-    **dict.fromkeys(
-        ("real", "reals", "authentic", "genuine", "original", "pristine", "0", "0_real"), "real"
-    ),
-    **dict.fromkeys(
-        (
-            "fake",
-            "fakes",
-            "synthetic",
-            "generated",
-            "ai_generated",
-            "deepfake",
-            "deepfakes",
-            "manipulated",
-            "ai",
-            "1",
-            "1_fake",
-        ),
-        "fake",
-    ),
-}
+_REAL_NAMES = ["real", "reals", "authentic", "genuine", "original", "pristine", "0", "0_real"]
+_FAKE_NAMES = [
+    "fake",
+    "fakes",
+    "synthetic",
+    "generated",
+    "ai_generated",
+    "deepfake",
+    "deepfakes",
+    "manipulated",
+    "ai",
+    "1",
+    "1_fake",
+]
+_LABEL_SYNONYMS = {**dict.fromkeys(_REAL_NAMES, "real"), **dict.fromkeys(_FAKE_NAMES, "fake")}
 _SPLIT_SYNONYMS = {
     **dict.fromkeys(("train", "training"), "train"),
     **dict.fromkeys(("val", "valid", "validation", "dev"), "val"),
@@ -78,7 +72,8 @@ _MANIFEST_FIELDS = ("path", "label", "split", "group")
 _HASH_CHUNK = 1 << 20
 
 
-@dataclass(frozen=True, order=True)
+@total_ordering
+@dataclass(frozen=True)
 class Sample:
     """One image file with what is known about it (``label`` None when unknown)."""
 
@@ -86,6 +81,22 @@ class Sample:
     label: str | None = None
     split: str | None = None
     group: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.label is not None and self.label not in LABELS:
+            raise ValueError(
+                f"{self.path}: label must be one of {LABELS} or None, not {self.label!r}"
+            )
+        if self.split is not None and self.split not in SPLITS:
+            raise ValueError(
+                f"{self.path}: split must be one of {SPLITS} or None, not {self.split!r}"
+            )
+
+    def __lt__(self, other: Sample) -> bool:
+        return self._key() < other._key()
+
+    def _key(self) -> tuple[Path, str, str, str]:
+        return self.path, self.label or "", self.split or "", self.group or ""
 
     @property
     def target(self) -> int | None:
@@ -95,15 +106,15 @@ class Sample:
 
 def normalise_label(name: str) -> str | None:
     """``"real"`` or ``"fake"`` for a class name or synonym (case-insensitive), else None."""
-    return _LABEL_SYNONYMS.get(_key(name))
+    return _LABEL_SYNONYMS.get(_canonical(name))
 
 
 def normalise_split(name: str) -> str | None:
     """``"train"``, ``"val"`` or ``"test"`` for a split name or synonym, else None."""
-    return _SPLIT_SYNONYMS.get(_key(name))
+    return _SPLIT_SYNONYMS.get(_canonical(name))
 
 
-def _key(name: str) -> str:
+def _canonical(name: str) -> str:
     return str(name).strip().lower().replace("-", "_").replace(" ", "_")
 
 

@@ -420,7 +420,7 @@ def draw_face(
     premul = np.asarray(layer, dtype=np.float32)
     alpha = premul[..., 3:] / 255.0
     pixels = _background(rng, size) * (1 - alpha) + premul[..., :3] * _shade(rng, f, size)
-    sigma = rng.uniform(1.5, 4.0)
+    sigma = rng.uniform(1.0, 2.5)
     noise = rng.normal(0, sigma, (size, size, 1)) + rng.normal(0, 0.35 * sigma, (size, size, 3))
     out = np.clip(np.round(pixels + noise), 0, 255).astype(np.uint8)
     regions = {k: _rotate_box(v, f, _SUPERSAMPLE, size) for k, v in boxes.items()}
@@ -451,14 +451,16 @@ def _channel_gains(rng: np.random.Generator) -> np.ndarray:
     return 1 + rng.uniform(-0.15, 0.15, 3)
 
 
-def _checkerboard(arr: np.ndarray, rng: np.random.Generator, cell: int) -> np.ndarray:
-    """Upsampling residue: period-4 and period-2 checkerboards plus an uneven 4x4 kernel imprint.
+def _checkerboard(arr: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
+    """Upsampling residue: a strong checkerboard of period ~8 px at 128 px, plus a kernel imprint.
 
-    The period-4 part dominates because it survives a downscale to 96 px; period 2 does not.
+    The period scales with the image, so the pattern survives a downscale, a resized crop and a
+    small rotation; a weaker half-period checkerboard and an uneven kernel ride on top.
     """
+    cell = max(1, round(2 * scale))
     steps = np.roll([1.0, 1.0, -1.0, -1.0], rng.integers(4))
-    tile = rng.uniform(11, 17) * np.outer(steps, np.roll(steps, rng.integers(4)))
-    tile += rng.uniform(4, 8) * (np.indices((4, 4)).sum(0) % 2 * 2 - 1)
+    tile = rng.uniform(20, 28) * np.outer(steps, np.roll(steps, rng.integers(4)))
+    tile += rng.uniform(5, 9) * (np.indices((4, 4)).sum(0) % 2 * 2 - 1)
     tile += rng.uniform(3, 6) * rng.normal(size=(4, 4))
     tile = np.kron(tile, np.ones((cell, cell)))
     h, w = arr.shape[:2]
@@ -467,36 +469,37 @@ def _checkerboard(arr: np.ndarray, rng: np.random.Generator, cell: int) -> np.nd
     return pattern[..., None] * _channel_gains(rng)
 
 
-def _spectral(arr: np.ndarray, rng: np.random.Generator, cell: int) -> np.ndarray:
-    """Spectral peaks: a sum of 2-3 high-frequency sinusoidal gratings."""
+def _spectral(arr: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
+    """Spectral peaks: a sum of 2-3 sinusoidal gratings of 0.08-0.15 cycles/px at 128 px."""
     yy, xx = _grid(*arr.shape[:2])
     total = np.zeros(arr.shape[:2], dtype=np.float32)
     for _ in range(rng.integers(2, 4)):
-        freq = rng.uniform(0.2, 0.3) / cell
+        freq = rng.uniform(0.08, 0.15) / scale
         phi = rng.uniform(0, math.pi)
         wave = xx * math.cos(phi) + yy * math.sin(phi)
-        total += rng.uniform(9, 14) * np.sin(
+        total += rng.uniform(14, 20) * np.sin(
             2 * math.pi * freq * wave + rng.uniform(0, 2 * math.pi)
         )
     return total[..., None] * _channel_gains(rng)
 
 
-def _seam(arr: np.ndarray, rng: np.random.Generator, cell: int) -> np.ndarray:
-    """A pasted patch: content shifted by a few pixels and its colour and brightness off."""
-    shift = rng.integers(2, 5, 2) * cell * rng.choice((-1, 1), 2)
+def _seam(arr: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
+    """A pasted patch: content shifted by a few pixels and its colour and brightness clearly off."""
+    cell = max(1, round(scale))
+    shift = rng.integers(3, 7, 2) * cell * rng.choice((-1, 1), 2)
     moved = np.roll(arr, tuple(int(s) for s in shift), axis=(0, 1))
-    offset = rng.choice((-1, 1)) * rng.uniform(18, 30) + rng.normal(0, 6, 3)
+    offset = rng.choice((-1, 1)) * rng.uniform(30, 45) + rng.normal(0, 12, 3)
     return moved + offset - arr
 
 
-def _blur_sharpen(arr: np.ndarray, rng: np.random.Generator, cell: int) -> np.ndarray:
-    """A local resolution mismatch: strong blur or over-sharpening."""
+def _blur_sharpen(arr: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
+    """A local resolution mismatch: a strong blur, or over-sharpening with bright halos."""
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
     if rng.random() < 0.5:
-        blurred = img.filter(ImageFilter.GaussianBlur(rng.uniform(1.4, 2.2) * cell))
+        blurred = img.filter(ImageFilter.GaussianBlur(rng.uniform(2.5, 3.5) * scale))
         return np.asarray(blurred, dtype=np.float32) - arr
-    soft = np.asarray(img.filter(ImageFilter.GaussianBlur(0.9 * cell)), dtype=np.float32)
-    return rng.uniform(2.0, 3.5) * (arr - soft)
+    soft = np.asarray(img.filter(ImageFilter.GaussianBlur(1.5 * scale)), dtype=np.float32)
+    return rng.uniform(4.0, 6.0) * (arr - soft)
 
 
 _ARTIFACT_FNS = {
@@ -522,9 +525,9 @@ def add_artifact(
     if region not in regions:
         raise ValueError(f"unknown region {region!r}; choose one of {tuple(regions)}")
     arr = np.asarray(image.convert("RGB"), dtype=np.float32)
-    cell = max(1, max(arr.shape[:2]) // 128)
+    scale = max(arr.shape[:2]) / 128
     weight = _patch_weight(rng, regions[region], arr.shape[:2], hard=artifact == "seam")
-    delta = _ARTIFACT_FNS[artifact](arr, rng, cell)
+    delta = _ARTIFACT_FNS[artifact](arr, rng, scale)
     out = np.clip(np.round(arr + weight[..., None] * delta), 0, 255).astype(np.uint8)
     return Image.fromarray(out, "RGB"), weight >= 0.5
 

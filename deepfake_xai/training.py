@@ -34,6 +34,7 @@ from .data import (
     SPLITS,
     Augmentation,
     ImageDataset,
+    SafeLoader,
     Sample,
     as_samples,
     carve_split,
@@ -370,7 +371,7 @@ class _Trainer:
         if self.channels_last:
             self.detector.model.to(memory_format=torch.channels_last)
 
-    def _loaders(self):
+    def _loaders(self) -> tuple[SafeLoader, SafeLoader | None, SafeLoader]:
         config, harm = self.config, self.detector.harmonization
         by_split = {s: [x for x in self.samples if x.split == s] for s in SPLITS}
         train = make_loader(
@@ -402,32 +403,7 @@ class _Trainer:
             )
         train_loader, calibration_loader, val_loader = self._loaders()
         for epoch in range(first, self.config.epochs + 1):
-            start = time.perf_counter()
-            train_loss = self._train_epoch(train_loader, epoch, progress)
-            if calibration_loader is not None:
-                self._recalibrate_batchnorm(calibration_loader, epoch)
-            val = self._validate(val_loader)
-            lr = self.optimizer.param_groups[0]["lr"]
-            if self.scheduler is not None:
-                self.scheduler.step()
-            self.elapsed += time.perf_counter() - start
-            improved = self._improved(val)
-            if improved:
-                self.best = {"epoch": epoch, **val}
-            self.stale_epochs = 0 if improved else self.stale_epochs + 1
-            row = self._record(epoch, train_loss, val, lr, time.perf_counter() - start)
-            if improved:
-                self._save("best.safetensors", len(train_loader.errors), epoch)
-            self._save("last.safetensors", len(train_loader.errors), epoch)
-            save_train_state(
-                self.folder / f"last{STATE_SUFFIX}",
-                self.optimizer,
-                self.scheduler,
-                self._progress(epoch),
-            )
-            self.log(_epoch_line(self.name, row, improved))
-            if self.stale_epochs >= self.config.patience:
-                self.log(f"{self.name}: early stop, no improvement for {self.stale_epochs} epochs")
+            if self._epoch(epoch, train_loader, calibration_loader, val_loader, progress):
                 break
         for path, reason in train_loader.errors + val_loader.errors:
             self.log(f"skipped unreadable image {path}: {reason}")
@@ -436,7 +412,46 @@ class _Trainer:
             self.name, self.folder / "best.safetensors", self.history, self.best, self.elapsed
         )
 
-    def _train_epoch(self, loader, epoch: int, progress: bool) -> float:
+    def _epoch(
+        self,
+        epoch: int,
+        train_loader: SafeLoader,
+        calibration_loader: SafeLoader | None,
+        val_loader: SafeLoader,
+        progress: bool,
+    ) -> bool:
+        """Train, re-estimate BatchNorm, validate and checkpoint; True when it is time to stop."""
+        start = time.perf_counter()
+        train_loss = self._train_epoch(train_loader, epoch, progress)
+        if calibration_loader is not None:
+            self._recalibrate_batchnorm(calibration_loader, epoch)
+        val = self._validate(val_loader)
+        lr = self.optimizer.param_groups[0]["lr"]
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.elapsed += time.perf_counter() - start
+        improved = self._improved(val)
+        if improved:
+            self.best = {"epoch": epoch, **val}
+        self.stale_epochs = 0 if improved else self.stale_epochs + 1
+        row = self._record(epoch, train_loss, val, lr, time.perf_counter() - start)
+        n_errors = len(train_loader.errors)
+        if improved:
+            self._save("best.safetensors", n_errors, epoch)
+        self._save("last.safetensors", n_errors, epoch)
+        save_train_state(
+            self.folder / f"last{STATE_SUFFIX}",
+            self.optimizer,
+            self.scheduler,
+            self._progress(epoch),
+        )
+        self.log(_epoch_line(self.name, row, improved))
+        if self.stale_epochs >= self.config.patience:
+            self.log(f"{self.name}: early stop, no improvement for {self.stale_epochs} epochs")
+            return True
+        return False
+
+    def _train_epoch(self, loader: SafeLoader, epoch: int, progress: bool) -> float:
         from tqdm.auto import tqdm
 
         torch.manual_seed(self.config.seed + epoch)
@@ -480,7 +495,7 @@ class _Trainer:
         self.scaler.update()
         return float(loss.detach())
 
-    def _recalibrate_batchnorm(self, loader, epoch: int) -> None:
+    def _recalibrate_batchnorm(self, loader: SafeLoader, epoch: int) -> None:
         """Re-estimate BatchNorm running statistics with this epoch's final weights."""
         norms = [m for m in self.detector.model.modules() if isinstance(m, _BATCHNORMS)]
         if not norms:
@@ -500,7 +515,7 @@ class _Trainer:
         for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
 
-    def _validate(self, loader) -> dict[str, Any]:
+    def _validate(self, loader: SafeLoader) -> dict[str, Any]:
         logits, targets, _ = predict_logits(
             [self.detector], loader, amp=self.amp, channels_last=self.channels_last
         )

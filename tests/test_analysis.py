@@ -24,15 +24,6 @@ N_PER_CLASS = 12
 SIZE = 48
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: tiny batches gain nothing from more, and lose on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def write_images(folder: Path, n: int, seed: int, size: int = 40) -> list[Path]:
     """``n`` random RGB PNGs in ``folder``."""
     rng = np.random.default_rng(seed)

@@ -24,15 +24,6 @@ BATCH = 4
 CLI = "import sys; from deepfake_xai.cli import main; sys.exit(main())"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: tiny batches gain nothing from more, and lose on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     """150 real and 150 fake 32 px PNGs, plus one unreadable file."""

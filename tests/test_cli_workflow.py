@@ -2,20 +2,8 @@
 
 import json
 
-import pytest
-import torch
-
 from deepfake_xai.cli import main
 from deepfake_xai.detectors import Detector
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on tiny images: one thread avoids OpenMP overhead (worst on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_synthesize_train_evaluate(tmp_path, capsys):

@@ -143,7 +143,7 @@ def test_hf_hub_id_loads_offline_from_cache(detector, batch, tmp_path, monkeypat
     torch.testing.assert_close(
         loaded.predict_proba(batch), detector.predict_proba(batch), rtol=0, atol=0
     )
-    with pytest.raises(CheckpointError, match="hf-hub:acme/absent.*neither in the local hub cache"):
+    with pytest.raises(CheckpointError, match="hf-hub:acme/absent.*not in the local hub cache"):
         dx.load_detector("hf-hub:acme/absent", cache_dir=tmp_path / "hub")
 
 

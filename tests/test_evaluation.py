@@ -13,15 +13,6 @@ from deepfake_xai.metrics import classification_metrics
 from deepfake_xai.synthetic import generate_dataset
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on tiny images: one thread avoids OpenMP overhead (worst on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")

@@ -20,15 +20,6 @@ def tiny_config(**overrides) -> TrainConfig:
     return TrainConfig(**{**settings, **overrides})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on tiny images: one thread avoids OpenMP overhead (worst on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")

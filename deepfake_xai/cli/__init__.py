@@ -52,8 +52,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except (ValueError, FileNotFoundError, KeyError) as exc:
-        print(f"deepfake-xai {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _usage_error(args.command, exc)
+    except RuntimeError as exc:
+        from ..detectors import PretrainedWeightsUnavailable
+
+        if not isinstance(exc, PretrainedWeightsUnavailable):
+            raise
+        return _usage_error(args.command, exc)
+
+
+def _usage_error(command: str, exc: BaseException) -> int:
+    print(f"deepfake-xai {command}: error: {exc}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

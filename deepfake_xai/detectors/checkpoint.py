@@ -191,8 +191,12 @@ def _download_from_hub(repo: str, *, cache_dir: str | os.PathLike | None) -> Pat
     }
     try:
         return Path(hf_hub_download(**kwargs, local_files_only=True))
-    except Exception:  # not cached yet: try the network
-        pass
+    except Exception as exc:  # not cached yet: try the network unless told to stay offline
+        if _hub_offline():
+            raise CheckpointError(
+                f"hf-hub:{repo}: {HUB_FILENAME} is not in the local hub cache and HF_HUB_OFFLINE "
+                f"is set ({type(exc).__name__})"
+            ) from exc
     try:
         return Path(hf_hub_download(**kwargs))
     except Exception as exc:
@@ -202,12 +206,24 @@ def _download_from_hub(repo: str, *, cache_dir: str | os.PathLike | None) -> Pat
         ) from exc
 
 
+def _hub_offline() -> bool:
+    flag = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return flag.strip().lower() in {"1", "true", "yes", "on"}
+
+
 def _is_pickle(path: Path) -> bool:
+    """By suffix, or by the magic of torch's zip container / a raw pickle stream.
+
+    A safetensors file starts with an 8-byte header length followed by ``{``, which tells it
+    apart from a pickle whose first byte happens to equal the length's.
+    """
     if path.suffix.lower() in PICKLE_SUFFIXES:
         return True
     with open(path, "rb") as handle:
-        head = handle.read(4)
-    return head[:2] == b"PK" or head[:1] == b"\x80"
+        head = handle.read(9)
+    if head[8:9] == b"{":
+        return False
+    return head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05")
 
 
 def _load_pickle(

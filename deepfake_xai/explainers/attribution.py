@@ -115,6 +115,17 @@ class CaptumExplainer(AttributionExplainer):
         layers: Sequence[str] = ("final",),
     ) -> dict[str, Heatmaps]:
         """``{"input": Heatmaps}`` with maps ``(N, H, W)`` in [0, 1]; ``layers`` is ignored."""
+        raw, targets = self.raw_attributions(inputs, target)
+        maps = normalize_maps(reduce_channels(raw.float(), self.reduction))
+        return {"input": Heatmaps(maps, self.name, "input", targets, self.detector.name)}
+
+    def raw_attributions(
+        self, inputs: torch.Tensor, target: str | Sequence[str] | torch.Tensor = "fake"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Signed per-pixel, per-channel attributions ``(N, C, H, W)`` and the targets ``(N,)``.
+
+        Works inside ``torch.inference_mode`` too: gradients are re-enabled for the input only.
+        """
         if inputs.ndim != 4:
             raise ValueError(
                 f"{self.name}: expected a (B, 3, H, W) batch, got {tuple(inputs.shape)}"
@@ -130,8 +141,7 @@ class CaptumExplainer(AttributionExplainer):
                     for i in range(0, len(x), step)
                 ]
             )
-        maps = normalize_maps(reduce_channels(raw.detach().float(), self.reduction))
-        return {"input": Heatmaps(maps, self.name, "input", targets, self.detector.name)}
+        return raw.detach(), targets
 
     def _targets(self, x: torch.Tensor, target: str | Sequence[str] | torch.Tensor) -> torch.Tensor:
         """Class index per image; a forward pass only when some target is ``"predicted"``."""

@@ -430,11 +430,11 @@ def draw_face(
 def _patch_weight(
     rng: np.random.Generator, box: Box, shape: tuple[int, int], hard: bool
 ) -> np.ndarray:
-    """A rounded patch 18-30 % of the image side, centred on the region, with a ~1.5 px edge."""
+    """A rounded patch 26-36 % of the image side, centred on the region, with a ~1.5 px edge."""
     size = max(shape)
     x0, y0, x1, y1 = box
-    hw = float(np.clip(0.5 * (x1 - x0) * rng.uniform(0.9, 1.15), 0.09 * size, 0.15 * size))
-    hh = float(np.clip(0.5 * (y1 - y0) * rng.uniform(0.9, 1.15), 0.09 * size, 0.15 * size))
+    hw = float(np.clip(0.5 * (x1 - x0) * rng.uniform(1.0, 1.25), 0.13 * size, 0.18 * size))
+    hh = float(np.clip(0.5 * (y1 - y0) * rng.uniform(1.0, 1.25), 0.13 * size, 0.18 * size))
     px = (x0 + x1) / 2 + rng.uniform(-0.08, 0.08) * (x1 - x0)
     py = (y0 + y1) / 2 + rng.uniform(-0.08, 0.08) * (y1 - y0)
     p = rng.choice((2.0, 4.0))
@@ -459,8 +459,8 @@ def _checkerboard(arr: np.ndarray, rng: np.random.Generator, scale: float) -> np
     """
     cell = max(1, round(2 * scale))
     steps = np.roll([1.0, 1.0, -1.0, -1.0], rng.integers(4))
-    tile = rng.uniform(20, 28) * np.outer(steps, np.roll(steps, rng.integers(4)))
-    tile += rng.uniform(5, 9) * (np.indices((4, 4)).sum(0) % 2 * 2 - 1)
+    tile = rng.uniform(45, 55) * np.outer(steps, np.roll(steps, rng.integers(4)))
+    tile += rng.uniform(10, 15) * (np.indices((4, 4)).sum(0) % 2 * 2 - 1)
     tile += rng.uniform(3, 6) * rng.normal(size=(4, 4))
     tile = np.kron(tile, np.ones((cell, cell)))
     h, w = arr.shape[:2]
@@ -477,7 +477,7 @@ def _spectral(arr: np.ndarray, rng: np.random.Generator, scale: float) -> np.nda
         freq = rng.uniform(0.08, 0.15) / scale
         phi = rng.uniform(0, math.pi)
         wave = xx * math.cos(phi) + yy * math.sin(phi)
-        total += rng.uniform(14, 20) * np.sin(
+        total += rng.uniform(28, 36) * np.sin(
             2 * math.pi * freq * wave + rng.uniform(0, 2 * math.pi)
         )
     return total[..., None] * _channel_gains(rng)
@@ -488,7 +488,7 @@ def _seam(arr: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray
     cell = max(1, round(scale))
     shift = rng.integers(3, 7, 2) * cell * rng.choice((-1, 1), 2)
     moved = np.roll(arr, tuple(int(s) for s in shift), axis=(0, 1))
-    offset = rng.choice((-1, 1)) * rng.uniform(30, 45) + rng.normal(0, 12, 3)
+    offset = rng.choice((-1, 1)) * rng.uniform(55, 75) + rng.normal(0, 20, 3)
     return moved + offset - arr
 
 
@@ -496,10 +496,14 @@ def _blur_sharpen(arr: np.ndarray, rng: np.random.Generator, scale: float) -> np
     """A local resolution mismatch: a strong blur, or over-sharpening with bright halos."""
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
     if rng.random() < 0.5:
-        blurred = img.filter(ImageFilter.GaussianBlur(rng.uniform(2.5, 3.5) * scale))
-        return np.asarray(blurred, dtype=np.float32) - arr
+        # Content pasted from a low-resolution render: blocky, 5-7 px cells at 128 px.
+        h, w = arr.shape[:2]
+        block = max(2, round(rng.uniform(5, 7) * scale))
+        small = img.resize((max(1, w // block), max(1, h // block)), Image.Resampling.BOX)
+        blocky = small.resize((w, h), Image.Resampling.NEAREST)
+        return np.asarray(blocky, dtype=np.float32) - arr
     soft = np.asarray(img.filter(ImageFilter.GaussianBlur(1.5 * scale)), dtype=np.float32)
-    return rng.uniform(4.0, 6.0) * (arr - soft)
+    return rng.uniform(7.0, 9.0) * (arr - soft)
 
 
 _ARTIFACT_FNS = {

@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -36,11 +34,19 @@ import threading
 import time
 from pathlib import Path
 
-from explain_throughput import MALLOC_ENV, peak_rss_bytes, reset_peak_rss
+from _common import (
+    HERE,
+    MALLOC_ENV,
+    README,
+    add_output_args,
+    command_line,
+    machine,
+    peak_rss_bytes,
+    reset_peak_rss,
+    update_readme_section,
+    write_json,
+)
 
-HERE = Path(__file__).resolve().parent
-README = HERE / "README.md"
-START, END = "<!-- analyze_throughput:start -->", "<!-- analyze_throughput:end -->"
 SHARED = HERE.parents[1] / "shared" / "data" / "faces-140k-sample"
 DETECTORS = ("efficientnet_b0", "mobilenetv2_100")
 MIB = 1 << 20
@@ -244,9 +250,10 @@ the device computes.
 def update_readme(report: dict, path: Path = README) -> None:
     """Insert or replace this benchmark's block; other sections are left alone."""
     env = " ".join(f"{k}={v}" for k, v in report["env"].items())
-    block = "\n".join(
+    update_readme_section(
+        path,
+        "analyze_throughput",
         [
-            START,
             DESCRIPTION,
             "",
             f"Command: `{report['command']}`",
@@ -257,17 +264,9 @@ def update_readme(report: dict, path: Path = README) -> None:
             f"`{env}`. Measured {report['date']}.",
             "",
             table(report["results"]),
-            END,
-        ]
+        ],
+        heading="Analyze throughput",
     )
-    text = path.read_text() if path.exists() else ""
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip() + "\n\n## Analyze throughput\n\n" + block + "\n"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text.lstrip())
-    os.replace(tmp, path)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -288,9 +287,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--data", type=Path, default=SHARED)
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "analyze_throughput.json")
-    parser.add_argument("--readme", type=Path, default=README)
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    add_output_args(parser, "analyze_throughput")
     args = parser.parse_args(argv)
     args.n = args.n or (96 if args.quick else 512)
     args.rounds = args.rounds or 3
@@ -329,8 +326,8 @@ def main(argv: list[str] | None = None) -> int:
             config["paths"] = repeated(paths, n, scratch / "many")
             results.append(run_worker(config, env, scratch))
     report = {
-        "command": "python benchmarks/analyze_throughput.py " + shlex.join(argv or sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "command": command_line("analyze_throughput.py", argv),
+        "machine": machine(),
         "torch": torch.__version__,
         "data": str(data),
         "rounds": args.rounds,
@@ -338,8 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"),
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+    write_json(args.out, report)
     update_readme(report, args.readme)
     print(table(results))
     return 0

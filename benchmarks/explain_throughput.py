@@ -17,9 +17,6 @@ import argparse
 import gc
 import json
 import os
-import platform
-import re
-import shlex
 import statistics
 import subprocess
 import sys
@@ -28,11 +25,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _common import (
+    HERE,
+    MALLOC_ENV,
+    README,
+    add_output_args,
+    command_line,
+    machine,
+    peak_rss_bytes,
+    reset_peak_rss,
+    rss_bytes,
+    update_readme_section,
+    write_json,
+)
 from torch import nn
-
-HERE = Path(__file__).resolve().parent
-README = HERE / "README.md"
-START, END = "<!-- explain_throughput:start -->", "<!-- explain_throughput:end -->"
 
 SIDES: dict[str, str] = {
     "plain": "plain inference_mode forward (logit only), contiguous",
@@ -44,10 +50,6 @@ SIDES: dict[str, str] = {
     "captum": "Captum LayerGradCam, final layer, relu_attributions=True",
 }
 PLAIN = ("plain", "plain_channels_last")
-
-# glibc: keep freed memory instead of returning it to the OS after every large allocation; it
-# roughly doubled batch-32 CPU throughput here (see DESIGN.md). Applied to every side alike.
-MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "2147483647"}
 
 
 # -- the measured configurations (run inside the worker subprocess) ---------------------------
@@ -99,31 +101,6 @@ class LogitModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.detector(x)[:, None]
-
-
-def rss_bytes() -> int:
-    import psutil
-
-    return psutil.Process(os.getpid()).memory_info().rss
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's RSS high-water mark (Linux >= 4.0); False where that is impossible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_bytes(reset_worked: bool) -> int:
-    if reset_worked:
-        status = Path("/proc/self/status").read_text()
-        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024
-    import resource
-
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def worker(config: dict) -> dict:
@@ -244,9 +221,10 @@ def table(results: list[dict]) -> str:
 def update_readme(report: dict, path: Path = README) -> None:
     """Replace the block between the markers (the rest of the README is left alone)."""
     env = " ".join(f"{k}={v}" for k, v in report["env"].items())
-    block = "\n".join(
+    update_readme_section(
+        path,
+        "explain_throughput",
         [
-            START,
             f"Command: `{report['command']}`",
             "",
             f"Machine: {report['machine']}; torch {report['torch']}; device {report['device']}; "
@@ -255,15 +233,9 @@ def update_readme(report: dict, path: Path = README) -> None:
             f"`{env}`. Measured {report['date']}.",
             "",
             table(report["results"]),
-            END,
-        ]
+        ],
+        heading="Explain throughput",
     )
-    text = path.read_text() if path.exists() else ""
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip() + "\n\n## Explain throughput\n\n" + block + "\n"
-    path.write_text(text)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -279,9 +251,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--rounds", type=int, default=None, help="interleaved repeats, best kept (quick 1, else 3)"
     )
     parser.add_argument("--no-malloc-env", action="store_true", help="leave glibc malloc as is")
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "explain_throughput.json")
-    parser.add_argument("--readme", type=Path, default=README)
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    add_output_args(parser, "explain_throughput")
     return parser.parse_args(argv)
 
 
@@ -328,11 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     results = [best[i] for i in range(len(configs))]
     add_ratios(results)
     report = {
-        "command": shlex.join(
-            ["python", "benchmarks/explain_throughput.py", *(argv or sys.argv[1:])]
-        ),
+        "command": command_line("explain_throughput.py", argv),
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "machine": machine(),
         "torch": torch.__version__,
         "device": args.device,
         "threads": args.threads,
@@ -341,8 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         "env": {k: env[k] for k in ("OMP_NUM_THREADS", *MALLOC_ENV) if k in env},
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     update_readme(report, args.readme)
     print(f"wrote {args.out} and the table in {args.readme}")
     return 0

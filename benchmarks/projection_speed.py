@@ -23,7 +23,6 @@ import datetime
 import json
 import os
 import platform
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -31,10 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-HERE = Path(__file__).resolve().parent
-README = HERE / "README.md"
-START, END = "<!-- projection_speed:start -->", "<!-- projection_speed:end -->"
+from _common import README, add_output_args, command_line, update_readme_section, write_json
 
 DIM, COMPONENTS, PCA_DIMS, PERPLEXITY, SEED = 1280, 10, 50, 30.0, 0
 CENTRE_SPREAD = 0.12  # components overlap, so knn10 is informative (about 0.5, not 1.0)
@@ -198,9 +194,10 @@ def cache_verdicts(rows: list[dict]) -> list[str]:
 
 def update_readme(report: dict, path: Path = README) -> None:
     """Replace the block between the markers, or append it; the rest of the README is kept."""
-    block = "\n".join(
+    update_readme_section(
+        path,
+        "projection_speed",
         [
-            START,
             "## Projections",
             "",
             "`benchmarks/projection_speed.py` times 2-D projections of synthetic 1280-D embeddings",
@@ -229,15 +226,8 @@ def update_readme(report: dict, path: Path = README) -> None:
             "`NUMBA_CACHE_DIR` (default: `__pycache__` beside the package, when writable), so a",
             "persistent cache directory removes only that part of the cost (compare `umap_cached`",
             "with `umap`); a long-lived process (the app) should pay the rest once, at warm-up.",
-            END,
-        ]
+        ],
     )
-    text = path.read_text() if path.exists() else ""
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
-    path.write_text(text)
 
 
 def measure_all(sizes: list[int], thread_counts: list[int], methods: list[str]) -> list[dict]:
@@ -278,9 +268,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=str(os.cpu_count() or 1),
         help="comma-separated thread counts to compare (default: all cores)",
     )
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "projection_speed.json")
-    parser.add_argument("--readme", type=Path, default=README)
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    add_output_args(parser, "projection_speed")
     return parser.parse_args(argv)
 
 
@@ -297,10 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = load_average()
     rows = measure_all(sizes, [int(j) for j in args.n_jobs.split(",")], methods)
     report = {
-        "command": "python "
-        + " ".join(
-            shlex.quote(a) for a in ["benchmarks/projection_speed.py", *(argv or sys.argv[1:])]
-        ),
+        "command": command_line("projection_speed.py", argv),
         "machine": f"{platform.machine()}, Python {platform.python_version()}",
         "cpus": os.cpu_count(),
         "load_before": load_before,
@@ -308,8 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.date.today().isoformat(),
         "results": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+    write_json(args.out, report)
     update_readme(report, args.readme)
     print(table(rows))
     print("\n".join(verdicts(rows) + cache_verdicts(rows)))

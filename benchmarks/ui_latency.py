@@ -22,12 +22,9 @@ one process (same torch threads, same allocator state):
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import socket
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,6 +33,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import torch
+from _common import README, command_line, machine, update_readme_section, write_json
 
 import deepfake_xai as dx
 from deepfake_xai.engine import explain
@@ -44,10 +42,7 @@ from deepfake_xai.ui import build_demo, serve
 
 NAMES = ("efficientnet_b0", "mobilenetv2_100")
 ARGS = (list(NAMES), "gradcam", "final", "fake", 0.5, False)
-HERE = Path(__file__).resolve().parent
-README = HERE / "README.md"
-RESULTS = HERE / "results" / "ui_latency.json"
-START, END = "<!-- ui_latency:start -->", "<!-- ui_latency:end -->"
+RESULTS = README.parent / "results" / "ui_latency.json"
 SIDES = {
     "engine": "`explain()` for both detectors",
     "handler": "the `/inspect` handler called directly",
@@ -149,8 +144,8 @@ def main() -> None:
     added = [a - e for a, e in zip(times["round_trip"], times["engine"], strict=True)]
     rows["added_by_the_app"] = summary(added)
     results = {
-        "command": "python benchmarks/ui_latency.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
+        "command": command_line("ui_latency.py", None),
+        "machine": f"{machine()}, torch {torch.__version__}",
         "date": time.strftime("%Y-%m-%d"),
         "requests": args.requests,
         "image_size": args.image_size,
@@ -159,8 +154,7 @@ def main() -> None:
         "ms": rows,
     }
     print(table(results))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2))
+    write_json(args.json, results)
     update_readme(results, args.readme)
 
 
@@ -177,9 +171,10 @@ def update_readme(results: dict, path: Path) -> None:
     rows = results["ms"]
     own = rows["handler"]["median"] - rows["engine"]["median"]
     transport = rows["round_trip"]["median"] - rows["handler"]["median"]
-    block = "\n".join(
+    update_readme_section(
+        path,
+        "ui_latency",
         [
-            START,
             "## App latency",
             "",
             "`benchmarks/ui_latency.py` sends one 256 px face to the app's `/inspect` endpoint",
@@ -200,16 +195,8 @@ def update_readme(results: dict, path: Path) -> None:
             f"{rows['gradio_floor']['median']:.0f} ms for an app of the same shape that does "
             "nothing (upload, queue, events, two image downloads; the client polls its message "
             "queue every 50 ms, a browser receives the events directly).",
-            END,
-        ]
+        ],
     )
-    text = path.read_text() if path.exists() else ""
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
-    path.write_text(text)
 
 
 if __name__ == "__main__":

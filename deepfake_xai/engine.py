@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .detectors import Detector, resolve_device
+from .detectors import Detector, autocast_dtype, resolve_device
 from .explainers.base import AttributionExplainer, Heatmaps
 from .explainers.gradcam import CamExplainer, cam_pass
 from .images import ImageSource, load_image
@@ -74,7 +74,7 @@ class Engine:
         self.layers = tuple(dict.fromkeys(layers))
         self.target = target
         self.amp = self.device.type == "cuda" if amp is None else bool(amp)
-        self.amp_dtype = _amp_dtype(self.device)
+        self.amp_dtype = autocast_dtype(self.device)
         self.channels_last = (
             self.device.type in ("cpu", "cuda") if channels_last is None else bool(channels_last)
         )
@@ -216,13 +216,6 @@ def _output(name: str, arrays: dict[str, np.ndarray], seconds: float) -> Detecto
         targets=arrays["targets"],
         seconds=seconds,
     )
-
-
-def _amp_dtype(device: torch.device) -> torch.dtype:
-    """bf16 where the GPU supports it, else fp16; bf16 on the CPU."""
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
 
 
 def _check_batch(batch: torch.Tensor, name: str) -> torch.Tensor:

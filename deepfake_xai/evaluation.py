@@ -29,7 +29,7 @@ from .data import (
     make_loader,
     read_manifest,
 )
-from .detectors import Detector, resolve_device
+from .detectors import Detector, autocast_dtype, resolve_device
 from .metrics import classification_metrics, per_group_metrics, reliability_curve, roc_curve
 
 if TYPE_CHECKING:
@@ -280,8 +280,7 @@ def autocast(device: torch.device, enabled: bool) -> AbstractContextManager:
     """CUDA autocast (bf16 where supported, else fp16) when enabled; a no-op otherwise."""
     if not enabled or device.type != "cuda":
         return nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cuda", dtype=autocast_dtype(device))
 
 
 def measure_speed(
@@ -409,12 +408,18 @@ def _confusion_figure(metrics: dict[str, dict[str, Any]]):
     return fig
 
 
-def _roc_figure(data: dict[str, tuple[np.ndarray, np.ndarray]]):
+def _diagonal_axes():
+    """A figure with one axes and the grey dotted diagonal (chance / perfect calibration)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(4.5, 4.2), layout="constrained")
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    return fig, ax
+
+
+def _roc_figure(data: dict[str, tuple[np.ndarray, np.ndarray]]):
+    fig, ax = _diagonal_axes()
     for name, (y, p) in data.items():
         if 0 < y.sum() < y.size:
             fpr, tpr, _ = roc_curve(y, p)
@@ -432,11 +437,7 @@ def _roc_figure(data: dict[str, tuple[np.ndarray, np.ndarray]]):
 
 
 def _reliability_figure(data: dict[str, tuple[np.ndarray, np.ndarray]]):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(4.5, 4.2), layout="constrained")
-    ax = fig.subplots()
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    fig, ax = _diagonal_axes()
     for name, (y, p) in data.items():
         curve = reliability_curve(y, p)
         filled = curve["count"] > 0

@@ -13,6 +13,17 @@ from typing import Any
 import numpy as np
 
 ECE_BINS = 10
+#: The scores of :func:`classification_metrics` shown in summaries (reports, the app), in order.
+HEADLINE_METRICS = (
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "roc_auc",
+    "average_precision",
+    "eer",
+    "ece",
+)
 
 
 def classification_metrics(

@@ -115,6 +115,11 @@ class Registry(Generic[T]):
             for alias in alias_keys:
                 self._aliases[alias] = key
 
+    def remove(self, name: str, /) -> None:
+        """Unregister ``name`` and its aliases (tests, and plugins replacing their own entries)."""
+        with self._lock:
+            self._forget(self.entry(name).name)
+
     def _forget(self, key: str) -> None:
         old = self._entries.pop(key, None)
         if old:

@@ -35,6 +35,14 @@ def faces_sample() -> Path:
     return SHARED_FACES
 
 
+@pytest.fixture(scope="module")
+def quadrant():
+    """The known-answer detector of ``models``: it looks at the top-left quadrant only."""
+    from models import QuadrantDetector  # here, so collecting tests imports no detector code
+
+    return QuadrantDetector()
+
+
 def install_plugin(
     tmp_path: Path, dist: str, module_code: str, entry_points: dict[str, dict[str, str]]
 ) -> Path:
@@ -69,6 +77,12 @@ def install_plugin(
         + "\n"
     )
     target = tmp_path / f"{dist}-site"
+    pip_install_target(target, src)
+    return target
+
+
+def pip_install_target(target: Path, *sources: Path, timeout: float | None = None) -> None:
+    """``pip install --target target sources`` (no dependencies, no build isolation)."""
     subprocess.run(
         [
             sys.executable,
@@ -80,9 +94,9 @@ def install_plugin(
             "--no-build-isolation",
             "--target",
             str(target),
-            str(src),
+            *map(str, sources),
         ],
         check=True,
         capture_output=True,
+        timeout=timeout,
     )
-    return target

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
+from models import SIZE, QuadrantDetector, noise_batch, quadrant_share
 
 import deepfake_xai as dx
 from deepfake_xai.detectors import Detector
@@ -15,62 +15,14 @@ from deepfake_xai.explainers.attribution import (
     SaliencyExplainer,
     make_baseline,
 )
-from deepfake_xai.preprocessing import Harmonization
 from deepfake_xai.registry import EXPLAINERS
 
-SIZE = 64
 BUILTIN_SIZE = 48
-
-
-class QuadrantDetector(Detector):
-    """Fixed weights; the logit is the high-frequency energy of the top-left quadrant only.
-
-    Random-noise images score about +4.5 (fake) and their blurred copies about -4.6 (real).
-    """
-
-    def __init__(self, size: int = SIZE):
-        conv = nn.Conv2d(3, 4, 3, bias=False)
-        weight = torch.randn(4, 3, 3, 3, generator=torch.Generator().manual_seed(0))
-        conv.weight.data = (weight - weight.mean(dim=(1, 2, 3), keepdim=True)) / 9
-        super().__init__(
-            nn.Sequential(conv),
-            name="quadrant",
-            architecture="test",
-            cam_layers={"final": "0"},
-            harmonization=Harmonization(image_size=size),
-            device="cpu",
-        )
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        half_h, half_w = x.shape[-2] // 2, x.shape[-1] // 2
-        return self.model(x[..., :half_h, :half_w]).pow(2)
-
-    def head(self, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        embedding = fmap.mean(dim=(2, 3))
-        return 4 * (embedding.sum(dim=1) - 1.2), embedding
-
-
-def noise_batch(detector: Detector, n: int, seed: int = 1, size: int = SIZE) -> torch.Tensor:
-    """``n`` normalised random-noise images."""
-    generator = torch.Generator().manual_seed(seed)
-    pixels = torch.randint(0, 256, (n, 3, size, size), generator=generator, dtype=torch.uint8)
-    return detector.normalize(pixels)
 
 
 def builtin_batch(detector: Detector) -> torch.Tensor:
     """Two noise images at the built-in detectors' test size."""
     return noise_batch(detector, 2, size=BUILTIN_SIZE)
-
-
-def quadrant_share(maps: torch.Tensor) -> torch.Tensor:
-    """Per map, the share of its total in the top-left quadrant."""
-    half = maps.shape[-1] // 2
-    return maps[:, :half, :half].sum(dim=(1, 2)) / maps.sum(dim=(1, 2))
-
-
-@pytest.fixture(scope="module")
-def quadrant() -> QuadrantDetector:
-    return QuadrantDetector()
 
 
 @pytest.fixture(scope="module", params=["efficientnet_b0", "mobilenetv2_100"])

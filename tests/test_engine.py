@@ -134,11 +134,17 @@ class RecordingProjection(ProjectionExplainer):
     name = "test-projection"
 
 
-EXPLAINERS.add("test-recording", RecordingExplainer, override=True)
-EXPLAINERS.add("test-projection", RecordingProjection, override=True)
+@pytest.fixture
+def test_explainers():
+    """Register two plugin-like explainers for one test, and always unregister them."""
+    EXPLAINERS.add("test-recording", RecordingExplainer)
+    EXPLAINERS.add("test-projection", RecordingProjection)
+    yield
+    EXPLAINERS.remove("test-recording")
+    EXPLAINERS.remove("test-projection")
 
 
-def test_any_registered_attribution_explainer_runs_after_the_pass(effnet):
+def test_any_registered_attribution_explainer_runs_after_the_pass(effnet, test_explainers):
     engine = Engine([effnet], method="test-recording", device="cpu", target="real", fill=0.75)
     batch = uint8_batch(2, EFFNET_SIZE)
     out = engine.run(batch)["efficientnet_b0"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_attribution import SIZE, QuadrantDetector, noise_batch
+from models import SIZE, QuadrantDetector, noise_batch
 
 from deepfake_xai.explainers.faithfulness import (
     average_drop,
@@ -19,11 +19,6 @@ from deepfake_xai.explainers.faithfulness import (
 )
 
 HALF = SIZE // 2
-
-
-@pytest.fixture(scope="module")
-def quadrant() -> QuadrantDetector:
-    return QuadrantDetector()
 
 
 def quadrant_maps(n: int, size: int = SIZE, corner: str = "top_left") -> torch.Tensor:

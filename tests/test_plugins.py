@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import install_plugin
+from conftest import install_plugin, pip_install_target
 
 from deepfake_xai.cli import main
 
@@ -39,23 +39,7 @@ def examples(tmp_path_factory) -> Path:
     sources = [
         shutil.copytree(EXAMPLES / name, root / name, ignore=ignore) for name in EXAMPLE_PLUGINS
     ]
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(root / "site"),
-            *map(str, sources),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=TIMEOUT,
-    )
+    pip_install_target(root / "site", *sources, timeout=TIMEOUT)
     return root
 
 

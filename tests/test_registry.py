@@ -34,6 +34,8 @@ def test_duplicate_name_needs_override():
     reg.add("a", lambda: 3, override=True)
     assert reg.create("a") == 3
     assert "alpha" not in reg
+    reg.remove("a")
+    assert reg.names() == []
 
 
 def test_unknown_name_lists_available_and_closest():

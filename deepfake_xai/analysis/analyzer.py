@@ -289,22 +289,9 @@ def analyze(
     An existing ``out`` with the same inputs and parameters is resumed (``resume=False``
     overwrites it). Unreadable images are recorded in ``errors.csv`` and the run goes on.
     """
-    analyzer = Analyzer(
-        detectors,
-        explainers=explainers,
-        layers=layers,
-        projection=projection,
-        batch_size=batch_size,
-        device=device,
-        num_workers=num_workers,
-        amp=amp,
-        labels=labels,
-        target=target,
-        resume=resume,
-        progress=progress,
-        report=report,
-    )
-    return analyzer.run(inputs, out)
+    options = dict(locals())  # this function's parameters, forwarded as they are
+    inputs, out = options.pop("inputs"), options.pop("out")
+    return Analyzer(**options).run(inputs, out)
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -19,23 +19,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ..metrics import HEADLINE_METRICS
 from .result import AnalysisResult
 from .store import REPORT, projection_stem
 
 THUMBNAIL = 128
 PER_GALLERY = 12
 MAX_ERRORS_LISTED = 50
-METRIC_COLUMNS = (
-    "n",
-    "accuracy",
-    "precision",
-    "recall",
-    "f1",
-    "roc_auc",
-    "average_precision",
-    "eer",
-    "ece",
-)
+METRIC_COLUMNS = ("n", *HEADLINE_METRICS)
 CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1400px}
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}

@@ -1,6 +1,6 @@
 """Detectors: the base class, checkpoints, and the built-in timm detectors (registered here)."""
 
-from .base import LABELS, Detector, resolve_device
+from .base import LABELS, Detector, autocast_dtype, resolve_device
 from .checkpoint import CheckpointError
 from .timm import EfficientNetB0, MobileNetV2, PretrainedWeightsUnavailable, TimmDetector
 
@@ -12,5 +12,6 @@ __all__ = [
     "MobileNetV2",
     "PretrainedWeightsUnavailable",
     "TimmDetector",
+    "autocast_dtype",
     "resolve_device",
 ]

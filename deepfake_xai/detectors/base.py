@@ -32,6 +32,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
+def autocast_dtype(device: torch.device) -> torch.dtype:
+    """The autocast dtype for ``device``: bf16 where the GPU supports it, else fp16; bf16 off
+    CUDA (the CPU)."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
 class Detector:
     """A binary real/fake classifier with one logit (sigmoid = P(fake)).
 

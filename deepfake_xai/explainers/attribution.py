@@ -25,7 +25,7 @@ from captum.attr import IntegratedGradients, NoiseTunnel, Occlusion, Saliency
 from torch import nn
 
 from ..registry import EXPLAINERS
-from .base import AttributionExplainer, Heatmaps, normalize_maps, resolve_targets
+from .base import AttributionExplainer, Heatmaps, TargetSpec, normalize_maps, resolve_targets
 
 if TYPE_CHECKING:
     from ..detectors import Detector
@@ -111,7 +111,7 @@ class CaptumExplainer(AttributionExplainer):
     def attribute(
         self,
         inputs: torch.Tensor,
-        target: str | Sequence[str] | torch.Tensor = "fake",
+        target: TargetSpec = "fake",
         layers: Sequence[str] = ("final",),
     ) -> dict[str, Heatmaps]:
         """``{"input": Heatmaps}`` with maps ``(N, H, W)`` in [0, 1]; ``layers`` is ignored."""
@@ -120,7 +120,7 @@ class CaptumExplainer(AttributionExplainer):
         return {"input": Heatmaps(maps, self.name, "input", targets, self.detector.name)}
 
     def raw_attributions(
-        self, inputs: torch.Tensor, target: str | Sequence[str] | torch.Tensor = "fake"
+        self, inputs: torch.Tensor, target: TargetSpec = "fake"
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Signed per-pixel, per-channel attributions ``(N, C, H, W)`` and the targets ``(N,)``.
 
@@ -143,7 +143,7 @@ class CaptumExplainer(AttributionExplainer):
             )
         return raw.detach(), targets
 
-    def _targets(self, x: torch.Tensor, target: str | Sequence[str] | torch.Tensor) -> torch.Tensor:
+    def _targets(self, x: torch.Tensor, target: TargetSpec) -> torch.Tensor:
         """Class index per image; a forward pass only when some target is ``"predicted"``."""
         if isinstance(target, torch.Tensor):
             resolved = resolve_targets(target, x.new_zeros(len(x)))

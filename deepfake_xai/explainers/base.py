@@ -20,11 +20,11 @@ if TYPE_CHECKING:
 
 Target = Literal["fake", "real", "predicted"]
 TARGETS: tuple[str, ...] = ("fake", "real", "predicted")
+#: What a ``target`` argument accepts: one name for all images, one per image, or 0/1 indices.
+TargetSpec = str | Sequence[str] | torch.Tensor
 
 
-def resolve_targets(
-    target: str | Sequence[str] | torch.Tensor, logits: torch.Tensor
-) -> torch.Tensor:
+def resolve_targets(target: TargetSpec, logits: torch.Tensor) -> torch.Tensor:
     """Class index per image (1 = fake, 0 = real) for ``"fake"``, ``"real"``, ``"predicted"``.
 
     A sequence gives one target per image; a tensor of 0/1 is taken as is.
@@ -115,7 +115,7 @@ class AttributionExplainer:
     def attribute(
         self,
         inputs: torch.Tensor,
-        target: str | Sequence[str] | torch.Tensor = "fake",
+        target: TargetSpec = "fake",
         layers: Sequence[str] = ("final",),
     ) -> dict[str, Heatmaps]:
         raise NotImplementedError

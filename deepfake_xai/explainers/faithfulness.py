@@ -13,7 +13,7 @@ with. Images are normalised ``(N, 3, H, W)`` batches, as for the explainers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -21,12 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from .attribution import Baseline, make_baseline
-from .base import resolve_targets, signed_logit
+from .base import TargetSpec, resolve_targets, signed_logit
 
 if TYPE_CHECKING:
     from ..detectors import Detector
 
-TargetSpec = str | Sequence[str] | torch.Tensor
 ArrayLike = np.ndarray | torch.Tensor
 
 
@@ -87,52 +86,42 @@ def perturbation_curve(
         return torch.sigmoid(signed_logit(logits, targets[:, None])).cpu().numpy()
 
 
-def deletion_auc(
-    detector: Detector,
-    x: torch.Tensor,
-    maps: ArrayLike,
-    target: TargetSpec = "predicted",
-    *,
-    steps: int = 16,
-    baseline: Baseline = "blur",
-    batch_size: int = 32,
-) -> np.ndarray:
-    """Area under the deletion curve per image ``(N,)``: lower means a more faithful map."""
-    curve = perturbation_curve(
-        detector,
-        x,
-        maps,
-        target,
-        mode="deletion",
-        steps=steps,
-        baseline=baseline,
-        batch_size=batch_size,
+def _area_under_curve(
+    mode: Literal["deletion", "insertion"], better: str
+) -> Callable[..., np.ndarray]:
+    """``deletion_auc`` or ``insertion_auc``: the area under :func:`perturbation_curve`."""
+
+    def area(
+        detector: Detector,
+        x: torch.Tensor,
+        maps: ArrayLike,
+        target: TargetSpec = "predicted",
+        *,
+        steps: int = 16,
+        baseline: Baseline = "blur",
+        batch_size: int = 32,
+    ) -> np.ndarray:
+        curve = perturbation_curve(
+            detector,
+            x,
+            maps,
+            target,
+            mode=mode,
+            steps=steps,
+            baseline=baseline,
+            batch_size=batch_size,
+        )
+        return _auc(curve)
+
+    area.__name__ = area.__qualname__ = f"{mode}_auc"
+    area.__doc__ = (
+        f"Area under the {mode} curve per image ``(N,)``: {better} means a more faithful map."
     )
-    return _auc(curve)
+    return area
 
 
-def insertion_auc(
-    detector: Detector,
-    x: torch.Tensor,
-    maps: ArrayLike,
-    target: TargetSpec = "predicted",
-    *,
-    steps: int = 16,
-    baseline: Baseline = "blur",
-    batch_size: int = 32,
-) -> np.ndarray:
-    """Area under the insertion curve per image ``(N,)``: higher means a more faithful map."""
-    curve = perturbation_curve(
-        detector,
-        x,
-        maps,
-        target,
-        mode="insertion",
-        steps=steps,
-        baseline=baseline,
-        batch_size=batch_size,
-    )
-    return _auc(curve)
+deletion_auc = _area_under_curve("deletion", "lower")
+insertion_auc = _area_under_curve("insertion", "higher")
 
 
 def masked_probabilities(

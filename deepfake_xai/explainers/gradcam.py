@@ -15,12 +15,18 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from ..registry import EXPLAINERS
-from .base import AttributionExplainer, Heatmaps, normalize_maps, resolve_targets, signed_logit
+from .base import (
+    AttributionExplainer,
+    Heatmaps,
+    TargetSpec,
+    normalize_maps,
+    resolve_targets,
+    signed_logit,
+)
 
 if TYPE_CHECKING:
     from ..detectors import Detector
 
-TargetSpec = str | Sequence[str] | torch.Tensor
 CamFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 _GRADCAMPP_EPS = 1e-6

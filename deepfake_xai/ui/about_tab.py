@@ -14,21 +14,11 @@ import gradio as gr
 import pandas as pd
 
 from ..detectors import Detector
+from ..metrics import HEADLINE_METRICS
 from .text import display_name
 
 # Shown first (and alone, when present); anything else a checkpoint stores stays available.
-METRICS = (
-    "accuracy",
-    "precision",
-    "recall",
-    "f1",
-    "roc_auc",
-    "average_precision",
-    "eer",
-    "ece",
-    "loss",
-    "n",
-)
+METRICS = (*HEADLINE_METRICS, "loss", "n")
 TRAINING = (
     "epochs_run",
     "best_epoch",

@@ -430,11 +430,11 @@ def draw_face(
 def _patch_weight(
     rng: np.random.Generator, box: Box, shape: tuple[int, int], hard: bool
 ) -> np.ndarray:
-    """A rounded patch 26-36 % of the image side, centred on the region, with a ~1.5 px edge."""
+    """A rounded patch 24-42 % of the image side, centred on the region, feathered inwards."""
     size = max(shape)
     x0, y0, x1, y1 = box
-    hw = float(np.clip(0.5 * (x1 - x0) * rng.uniform(1.0, 1.25), 0.13 * size, 0.18 * size))
-    hh = float(np.clip(0.5 * (y1 - y0) * rng.uniform(1.0, 1.25), 0.13 * size, 0.18 * size))
+    hw = float(np.clip(0.5 * (x1 - x0) * rng.uniform(1.1, 1.4), 0.16 * size, 0.21 * size))
+    hh = float(np.clip(0.5 * (y1 - y0) * rng.uniform(1.1, 1.4), 0.12 * size, 0.21 * size))
     px = (x0 + x1) / 2 + rng.uniform(-0.08, 0.08) * (x1 - x0)
     py = (y0 + y1) / 2 + rng.uniform(-0.08, 0.08) * (y1 - y0)
     p = rng.choice((2.0, 4.0))
@@ -443,7 +443,7 @@ def _patch_weight(
     if hard:
         return (d < 1).astype(np.float32)
     feather = 1.5 * max(1, size // 128)
-    return np.clip((1 - d) * min(hw, hh) / feather + 0.5, 0, 1).astype(np.float32)
+    return np.clip((1 - d) * min(hw, hh) / feather, 0, 1).astype(np.float32)
 
 
 def _channel_gains(rng: np.random.Generator) -> np.ndarray:
@@ -470,14 +470,14 @@ def _checkerboard(arr: np.ndarray, rng: np.random.Generator, scale: float) -> np
 
 
 def _spectral(arr: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
-    """Spectral peaks: a sum of 2-3 sinusoidal gratings of 0.08-0.15 cycles/px at 128 px."""
+    """Spectral peaks: a sum of 2-3 sinusoidal gratings of 0.11-0.2 cycles/px at 128 px."""
     yy, xx = _grid(*arr.shape[:2])
     total = np.zeros(arr.shape[:2], dtype=np.float32)
     for _ in range(rng.integers(2, 4)):
-        freq = rng.uniform(0.08, 0.15) / scale
+        freq = rng.uniform(0.11, 0.2) / scale
         phi = rng.uniform(0, math.pi)
         wave = xx * math.cos(phi) + yy * math.sin(phi)
-        total += rng.uniform(28, 36) * np.sin(
+        total += rng.uniform(32, 40) * np.sin(
             2 * math.pi * freq * wave + rng.uniform(0, 2 * math.pi)
         )
     return total[..., None] * _channel_gains(rng)
@@ -493,14 +493,18 @@ def _seam(arr: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray
 
 
 def _blur_sharpen(arr: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
-    """A local resolution mismatch: a strong blur, or over-sharpening with bright halos."""
+    """A local resolution mismatch: blocky low-resolution content, or over-sharpening."""
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
     if rng.random() < 0.5:
-        # Content pasted from a low-resolution render: blocky, 5-7 px cells at 128 px.
+        # Content pasted from a coarsely coded low-resolution render: 5-7 px blocks at 128 px,
+        # each with its own quantisation error, so the blocks show on flat skin too.
         h, w = arr.shape[:2]
         block = max(2, round(rng.uniform(5, 7) * scale))
-        small = img.resize((max(1, w // block), max(1, h // block)), Image.Resampling.BOX)
-        blocky = small.resize((w, h), Image.Resampling.NEAREST)
+        cells = (max(1, h // block), max(1, w // block))
+        small = np.asarray(img.resize(cells[::-1], Image.Resampling.BOX), dtype=np.float32)
+        small = small + rng.uniform(18, 24) * rng.choice((-1.0, 1.0), (*cells, 1))
+        small = np.clip(small, 0, 255).astype(np.uint8)
+        blocky = Image.fromarray(small, "RGB").resize((w, h), Image.Resampling.NEAREST)
         return np.asarray(blocky, dtype=np.float32) - arr
     soft = np.asarray(img.filter(ImageFilter.GaussianBlur(1.5 * scale)), dtype=np.float32)
     return rng.uniform(7.0, 9.0) * (arr - soft)
@@ -533,7 +537,7 @@ def add_artifact(
     weight = _patch_weight(rng, regions[region], arr.shape[:2], hard=artifact == "seam")
     delta = _ARTIFACT_FNS[artifact](arr, rng, scale)
     out = np.clip(np.round(arr + weight[..., None] * delta), 0, 255).astype(np.uint8)
-    return Image.fromarray(out, "RGB"), weight >= 0.5
+    return Image.fromarray(out, "RGB"), weight > 0
 
 
 def _rngs(index: int, label: str, seed: int) -> tuple[np.random.Generator, np.random.Generator]:

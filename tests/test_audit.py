@@ -211,8 +211,12 @@ def test_synthetic_set_audits_near_chance(tmp_path):
     generate_dataset(tmp_path / "synthetic", n_per_class=N, size=64)
     report = audit_dataset(tmp_path / "synthetic", workers=2)
     assert report.counts == {"real": N, "fake": N}
-    assert report.shortcut_score < 0.7
+    # The synthetic set's only label signal is the artifact itself: the container (size, format,
+    # mode, file size) and the file names are at chance; what the audit sees is the artifact's
+    # high-frequency energy in the global pixel statistics.
+    assert report.shortcut.group_scores.get("file", 0.5) < 0.7
     assert report.filename.accuracy < 0.7
+    assert {name for name, _ in report.leaking_features} <= {"sharpness"}
     if faces.faces_available():
         assert {"face_found", "face_size", "inter_ocular"} <= set(report.features.columns)
         assert "face_size" in report.shortcut.feature_scores

@@ -105,7 +105,7 @@ def test_artifact_is_local_and_inside_its_region(artifact, region):
         assert fake.size == image.size and mask.shape == (size, size) and mask.dtype == bool
         area = mask.sum()
         side = np.sqrt(area)
-        assert 0.15 * size < side < 0.32 * size  # the patch is 18-30 % of the image side
+        assert 0.2 * size < side < 0.43 * size  # the patch is 24-42 % of the image side
         x0, y0, x1, y1 = regions[region]
         ys, xs = np.nonzero(mask)
         assert x0 <= xs.mean() <= x1 and y0 <= ys.mean() <= y1

@@ -13,7 +13,6 @@ it. A map that knows nothing scores the mask's area on both, which is the chance
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {"machine": machine(), "n_fakes": len(fakes), "rows": rows}
     write_json(args.out, report)
     lines = [
-        f"Command: `{command_line('benchmarks/pointing_game.py', argv or sys.argv[1:])}`",
+        f"Command: `{command_line('pointing_game.py', argv)}`",
         "",
         f"{machine()}; {len(fakes)} held-out fakes of the run's test split, target `fake`.",
         "",

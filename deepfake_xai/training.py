@@ -16,14 +16,12 @@ import math
 import os
 import random
 import shutil
-import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -59,7 +57,6 @@ SCHEDULERS = ("cosine", "none")
 MONITORS = ("loss", "f1")
 PRETRAINED_LR = 1e-4
 SCRATCH_LR = 1e-3
-HUB_PROBE_TIMEOUT_S = 3.0
 STATE_SUFFIX = ".state.safetensors"
 
 Log = Callable[[str], Any]
@@ -356,7 +353,7 @@ class _Trainer:
     def _create_pretrained(self) -> Detector:
         """Pretrained weights if they can be had quickly, else a random init (logged)."""
         try:
-            return self._create(**pretrained_kwargs(self.name))
+            return self._create(pretrained=True)
         except PretrainedWeightsUnavailable as exc:
             self.log(f"no pretrained weights for {self.name} ({exc}); training from scratch")
         return self._create(pretrained=False)
@@ -653,63 +650,6 @@ def load_train_state(
     if scheduler is not None and scheduler_state is not None:
         scheduler.load_state_dict(scheduler_state)
     return json.loads(meta["progress"])
-
-
-# -- pretrained weights ----------------------------------------------------------------------
-def pretrained_kwargs(name: str) -> dict[str, Any]:
-    """Factory arguments for pretrained weights, failing fast when they cannot be had.
-
-    Online: ``pretrained=True`` (timm downloads or uses its cache). Offline (no route to the
-    Hugging Face Hub within a few seconds, or ``HF_HUB_OFFLINE``): weights already in the local
-    cache as ``pretrained_file``, else :class:`PretrainedWeightsUnavailable` at once instead of
-    timm's minute of retries.
-    """
-    reason = hub_unreachable()
-    if reason is None:
-        return {"pretrained": True}
-    cached = cached_weights(name)
-    if cached is not None:
-        return {"pretrained_file": cached}
-    raise PretrainedWeightsUnavailable(f"{reason}, and none are in the local cache")
-
-
-def hub_unreachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> str | None:
-    """Why the Hugging Face Hub cannot be reached, or None when it (or a proxy) may be."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return "HF_HUB_OFFLINE is set"
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return None
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError as exc:
-        return f"cannot reach {host}: {exc}"
-    return None
-
-
-def cached_weights(name: str) -> str | None:
-    """A locally cached weights file of a timm-based detector (hub cache or torch hub)."""
-    architecture = getattr(DETECTORS.get(name), "architecture", "")
-    if not architecture:
-        return None
-    from huggingface_hub import try_to_load_from_cache
-    from timm.models import get_pretrained_cfg
-
-    cfg = get_pretrained_cfg(architecture)
-    if cfg is None:
-        return None
-    if cfg.hf_hub_id:
-        for filename in (cfg.hf_hub_filename, "model.safetensors", "pytorch_model.bin"):
-            found = filename and try_to_load_from_cache(cfg.hf_hub_id, filename)
-            if isinstance(found, str):
-                return found
-    if cfg.url:
-        path = Path(torch.hub.get_dir(), "checkpoints", Path(urlparse(cfg.url).path).name)
-        if path.is_file():
-            return str(path)
-    return None
 
 
 def _init_head(detector: Detector) -> None:

@@ -5,9 +5,8 @@ import time
 import pytest
 import torch
 
-from deepfake_xai import training
 from deepfake_xai.data import Sample, discover, fingerprint, read_manifest, split_counts
-from deepfake_xai.detectors import Detector, PretrainedWeightsUnavailable
+from deepfake_xai.detectors import Detector, PretrainedWeightsUnavailable, weights
 from deepfake_xai.registry import RegistryError
 from deepfake_xai.synthetic import generate_dataset
 from deepfake_xai.training import TrainConfig, prepare_split, train
@@ -119,7 +118,7 @@ def test_resume_without_state_restores_weights_only(run, dataset, tmp_path):
 
 
 def test_offline_pretrained_falls_back_fast(dataset, tmp_path, monkeypatch):
-    monkeypatch.setattr(training, "hub_unreachable", lambda: "test says offline")
+    monkeypatch.setattr(weights, "hub_unreachable", lambda: "test says offline")
     messages = []
     start = time.perf_counter()
     train(
@@ -143,16 +142,16 @@ def test_offline_pretrained_falls_back_fast(dataset, tmp_path, monkeypatch):
 
 
 def test_pretrained_kwargs(monkeypatch, tmp_path):
-    monkeypatch.setattr(training, "hub_unreachable", lambda: "offline")
-    monkeypatch.setattr(training, "cached_weights", lambda name: None)
+    monkeypatch.setattr(weights, "hub_unreachable", lambda: "offline")
+    monkeypatch.setattr(weights, "cached_weights", lambda name: None)
     with pytest.raises(PretrainedWeightsUnavailable, match="offline, and none are in the local"):
-        training.pretrained_kwargs(DETECTOR)
-    monkeypatch.setattr(training, "cached_weights", lambda name: str(tmp_path / "w.safetensors"))
-    assert training.pretrained_kwargs(DETECTOR) == {
+        weights.pretrained_kwargs(DETECTOR)
+    monkeypatch.setattr(weights, "cached_weights", lambda name: str(tmp_path / "w.safetensors"))
+    assert weights.pretrained_kwargs(DETECTOR) == {
         "pretrained_file": str(tmp_path / "w.safetensors")
     }
-    monkeypatch.setattr(training, "hub_unreachable", lambda: None)
-    assert training.pretrained_kwargs(DETECTOR) == {"pretrained": True}
+    monkeypatch.setattr(weights, "hub_unreachable", lambda: None)
+    assert weights.pretrained_kwargs(DETECTOR) == {"pretrained": True}
 
 
 def test_hub_probe_respects_offline_flag(monkeypatch):
@@ -160,7 +159,7 @@ def test_hub_probe_respects_offline_flag(monkeypatch):
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     start = time.perf_counter()
-    assert training.hub_unreachable() == "HF_HUB_OFFLINE is set"
+    assert weights.hub_unreachable() == "HF_HUB_OFFLINE is set"
     assert time.perf_counter() - start < 1
 
 

@@ -2,7 +2,8 @@
 
 from .base import LABELS, Detector, autocast_dtype, resolve_device
 from .checkpoint import CheckpointError
-from .timm import EfficientNetB0, MobileNetV2, PretrainedWeightsUnavailable, TimmDetector
+from .timm import EfficientNetB0, MobileNetV2, TimmDetector
+from .weights import PretrainedWeightsUnavailable
 
 __all__ = [
     "LABELS",

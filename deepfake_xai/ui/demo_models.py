@@ -20,7 +20,6 @@ from typing import Any
 from ..detectors import Detector, resolve_device
 
 CHECKPOINTS_ENV = "DEEPFAKE_XAI_CHECKPOINTS"
-CACHE_ENV = "DEEPFAKE_XAI_CACHE"
 READY = "ready.json"
 
 
@@ -58,11 +57,9 @@ class DemoModels:
 
 def cache_dir() -> Path:
     """Where demo detectors are cached: ``$DEEPFAKE_XAI_CACHE/demo`` or the user cache dir."""
-    root = os.environ.get(CACHE_ENV)
-    if root:
-        return Path(root).expanduser() / "demo"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "deepfake-xai" / "demo"
+    from ..detectors.weights import user_cache_dir
+
+    return user_cache_dir("demo")
 
 
 def resolve_models(

@@ -30,15 +30,20 @@ def is_checkpoint_reference(value: str | os.PathLike) -> bool:
 
 
 def load_detector(name_or_checkpoint: Any, /, **kwargs: Any):
-    """A :class:`Detector` from a registry name, a checkpoint path, an ``hf-hub:`` id, or as is.
+    """A :class:`Detector` from a checkpoint path, an ``hf-hub:`` id, a shipped detector
+    (``"default"``: EfficientNet-Lite0 fine-tuned on real faces), a registry name, or as is.
 
     Keyword arguments go to the detector factory (``pretrained``, ``pretrained_file``,
     ``image_size``, ``device``...) or to :meth:`Detector.load` for checkpoints.
     """
     from .detectors import Detector
+    from .detectors.shipped import shipped_checkpoint
 
     if isinstance(name_or_checkpoint, Detector):
         return name_or_checkpoint
     if is_checkpoint_reference(name_or_checkpoint):
         return Detector.load(name_or_checkpoint, **kwargs)
+    shipped = shipped_checkpoint(name_or_checkpoint)
+    if shipped is not None:
+        return Detector.load(shipped, **kwargs)
     return DETECTORS.create(name_or_checkpoint, **kwargs)

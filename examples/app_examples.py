@@ -16,10 +16,11 @@ from deepfake_xai.synthetic import make_sample
 
 OUT = Path(__file__).resolve().parents[1] / "deepfake_xai" / "ui" / "examples"
 SOURCES = {
-    "real_astronaut.jpg": "Real photo: astronaut Eileen Collins (NASA, public domain)",
-    "noface_chelsea.jpg": "Not a face: Chelsea the cat (CC0, Stefan van der Walt; scikit-image)",
-    "real_drawn_face.png": "Real (drawn): a face from deepfake-xai's synthetic set (MIT)",
-    "fake_drawn_face.png": "Fake (drawn): the same kind of face with a planted artifact (MIT)",
+    "real_astronaut.jpg": "Real photo (NASA astronaut Eileen Collins; public domain, "
+    "from scikit-image)",
+    "noface_chelsea.jpg": "Not a face (Chelsea the cat; CC0, Stefan van der Walt, "
+    "from scikit-image)",
+    "real_drawn_face.png": "Real, drawn (a face from deepfake-xai's synthetic set; MIT)",
 }
 
 
@@ -32,7 +33,10 @@ def main() -> None:
     make_sample(1, "real", size=256, seed=11).image.save(OUT / "real_drawn_face.png")
     fake = make_sample(4, "fake", size=256, seed=11)
     fake.image.save(OUT / "fake_drawn_face.png")
-    SOURCES["fake_drawn_face.png"] += f"; the artifact: {fake.artifact} on the {fake.region}"
+    SOURCES["fake_drawn_face.png"] = (
+        f"Fake, drawn (the same kind of face with a {fake.artifact} artifact on the "
+        f"{fake.region}; MIT)"
+    )
     (OUT / "sources.json").write_text(json.dumps(SOURCES, indent=2) + "\n")
 
 

@@ -76,7 +76,9 @@ def build_batch_tab(
                 label="Images, or a .zip of images",
                 elem_id="batch-files",
             )
-            status = gr.Markdown(elem_id="batch-status", elem_classes=["status"])
+            status = gr.Markdown(
+                label="Status: refused files", elem_id="batch-status", elem_classes=["status"]
+            )
             find_first = gr.Checkbox(
                 value=faces,
                 interactive=faces,
@@ -84,7 +86,10 @@ def build_batch_tab(
                 info="Each image's largest face is analysed; images without a face get no verdict.",
             )
             detectors_in = gr.CheckboxGroup(
-                names, value=names, label="Detectors", info="Which loaded detectors to run."
+                [(display_name(d.name, d.architecture), d.name) for d in detectors],
+                value=names,
+                label="Detectors",
+                info="Which loaded detectors to run.",
             )
             projection_in = gr.Dropdown(
                 choices,
@@ -100,12 +105,13 @@ def build_batch_tab(
                 elem_classes=["hint"],
             )
         with gr.Column(scale=5):
-            summary = gr.Markdown(elem_id="batch-summary")
+            summary = gr.Markdown(label="Summary", elem_id="batch-summary")
             table = gr.Dataframe(
                 label="Predictions (one row per image and detector)",
                 interactive=False,
                 max_height=360,
                 wrap=True,
+                column_widths=["24%", "16%", "9%", "9%", "8%", "7%", "27%"],
                 elem_id="batch-table",
             )
             gallery = gr.Gallery(
@@ -116,12 +122,13 @@ def build_batch_tab(
             )
             scatters = {}
             for d in detectors:
+                gr.HTML(map_legend(), elem_classes=["map-legend"])
                 scatters[d.name] = gr.ScatterPlot(
                     x="x",
                     y="y",
                     color=COLOUR,
                     color_map=COLOURS,
-                    color_title="label and verdict",
+                    colors_in_legend=[],  # Vega's legend is clipped to its title: ours is above
                     tooltip=["file", P_FAKE, COLOUR],
                     label=f"{display_name(d.name, d.architecture)}: map of its features "
                     "(drag across points to open them)",
@@ -144,11 +151,11 @@ def build_batch_tab(
 
     @friendly
     def analyze_batch(
-        files, detectors, projection, find_faces_first, progress=gr.Progress(track_tqdm=True)
+        files, detectors, projection, find_faces, progress=gr.Progress(track_tqdm=True)
     ):
         chosen = [by_name[name] for name in detectors or [] if name in by_name]
         return run_batch(
-            files, chosen, projection, find_faces_first, Path(work_dir), list(scatters), progress
+            files, chosen, projection, find_faces, Path(work_dir), list(scatters), progress
         )
 
     files_in.upload(
@@ -166,12 +173,36 @@ def build_batch_tab(
         concurrency_id=concurrency_id,
     )
     for name, scatter in scatters.items():
-        scatter.select(
-            lambda data, evt, name=name: open_points(data, name, evt),
-            [points],
-            opened,
-            api_visibility="private",
-        )
+        scatter.select(_opener(name), [points], opened, api_visibility="private")
+
+
+def _opener(detector: str):
+    """The select handler of one detector's map (Gradio passes the selection by annotation)."""
+
+    def opener(data: dict, evt: gr.SelectData) -> list[tuple[Any, str]]:
+        return open_points(data, detector, evt)
+
+    return opener
+
+
+LEGEND_MEANING = {
+    "real, said real": "real photo, detector right",
+    "fake, said fake": "fake, detector right",
+    "fake, said real": "fake the detector missed",
+    "real, said fake": "real photo flagged as fake",
+    "said real": "no label, detector says real",
+    "said fake": "no label, detector says fake",
+}
+
+
+def map_legend() -> str:
+    """HTML legend of the feature maps: one swatch per label and verdict, in words."""
+    items = "".join(
+        f'<span class="legend-entry"><span class="swatch" style="background:{COLOURS[key]}">'
+        f"</span>{html.escape(key)}: {html.escape(text)}</span>"
+        for key, text in LEGEND_MEANING.items()
+    )
+    return f'<div class="legend-entries"><strong>Colours:</strong> {items}</div>'
 
 
 def check_files(files: Sequence[str] | None) -> tuple[Any, str]:

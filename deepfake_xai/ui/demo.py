@@ -34,9 +34,13 @@ CSS = (
     """
 .detector-slot { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px; }
 .demo-banner { background: #fff4d6; color: #5c4400; border-radius: 8px; padding: 8px 12px; }
-.status:not(:empty) { color: #8a1c1c; }
-.status p { margin: 4px 0; }
+.status p, .status li, .status strong { color: #a61b1b !important; }
+.status:has(p) { border-left: 4px solid #a61b1b; padding-left: 8px; }
+.hint p { font-size: 0.85rem; color: var(--body-text-color-subdued); margin: 0; }
 #face-note h3 { margin-top: 0; }
+.legend-entries { display: flex; flex-wrap: wrap; gap: 4px 14px; font-size: 0.85rem; }
+.legend-entry { display: inline-flex; align-items: center; gap: 5px; }
+.swatch { width: 12px; height: 12px; border-radius: 50%; display: inline-block; }
 """
     + legend.CSS
 )

@@ -90,11 +90,20 @@ def build_inspect_tab(
             image = gr.Image(
                 sources=["upload", "clipboard", "webcam"],
                 type="filepath",
-                label="Face photo (JPEG, PNG, WebP...; at most 200 MB)",
+                label="Face photo",
                 height=300,
                 elem_id="inspect-image",
             )
-            status = gr.Markdown(elem_id="inspect-status", elem_classes=["status"])
+            status = gr.Markdown(
+                label="Status: why an image cannot be analysed",
+                elem_id="inspect-status",
+                elem_classes=["status"],
+            )
+            gr.Markdown(
+                "JPEG, PNG, WebP, HEIC... up to 200 MB; the photo is deleted from the server "
+                "within 2 hours (see About).",
+                elem_classes=["hint"],
+            )
             find_first = gr.Checkbox(
                 value=faces,
                 interactive=faces,
@@ -110,13 +119,18 @@ def build_inspect_tab(
                 gr.Examples(
                     [path for path, _ in examples],
                     inputs=image,
-                    label="Examples (click one; its source and licence are in its caption)",
-                    example_labels=[caption for _, caption in examples],
+                    label="Labelled examples: click one, then Analyse",
+                    example_labels=[short_caption(caption) for _, caption in examples],
                     examples_per_page=8,
+                )
+                gr.Markdown(
+                    "Sources: " + "; ".join(plain(caption) for _, caption in examples) + ".",
+                    elem_classes=["hint"],
+                    elem_id="example-sources",
                 )
             with gr.Accordion("Explanation settings", open=False):
                 chosen = gr.CheckboxGroup(
-                    names,
+                    [(display_name(d.name, d.architecture), d.name) for d in detectors],
                     value=names,
                     label="Detectors",
                     info="Which loaded detectors to run (see the About tab for each one).",
@@ -151,37 +165,30 @@ def build_inspect_tab(
         with gr.Column(scale=5):
             with gr.Row(equal_height=False):
                 faces_view = gr.Image(
-                    label="Faces found (the analysed one is numbered 1)",
+                    label="Faces found",
                     interactive=False,
                     height=220,
                     elem_id="faces-view",
                 )
-                face_note = gr.Markdown(elem_id="face-note")
+                face_note = gr.Markdown(label="Face search", elem_id="face-note")
             with gr.Row(equal_height=True):
                 slots = [_slot(detector) for detector in detectors]
-            with gr.Row():
+            download = gr.File(
+                label="Download: result.json + heatmap PNGs (.zip)",
+                interactive=False,
+                height=80,
+                elem_id="inspect-download",
+            )
+            with gr.Accordion("Result as JSON (the same as the API returns)", open=False):
                 result = gr.JSON(
                     label="Result (JSON): P(fake), verdict, face box and timing per detector",
-                    open=False,
                     elem_id="inspect-json",
                 )
-                download = gr.File(
-                    label="Download this result (JSON + heatmap PNGs, .zip)",
-                    interactive=False,
-                    elem_id="inspect-download",
-                )
 
-    def run_inspect(upload, detectors, explainer, layer, target, opacity, find_faces_first):
+    def run_inspect(image, detectors, explainer, layer, target, opacity, find_faces):
+        """``image`` is the upload; ``find_faces`` finds the face before any verdict."""
         return inspect(
-            slots,
-            upload,
-            detectors,
-            explainer,
-            layer,
-            target,
-            opacity,
-            find_faces_first,
-            Path(work_dir),
+            slots, image, detectors, explainer, layer, target, opacity, find_faces, Path(work_dir)
         )
 
     image.upload(
@@ -211,7 +218,7 @@ def _slot(detector: Detector) -> Slot:
             detector,
             gr.Label(num_top_classes=2, label=f"{title}: verdict", elem_classes=["verdict"]),
             gr.Image(
-                label=f"{title}: heatmap over the analysed face",
+                label=f"{title}: heatmap",
                 format="jpeg",  # PNG encoding took ~50 ms per overlay, JPEG under 1 ms
                 interactive=False,
                 height=DISPLAY_SIZE * 3 // 4,
@@ -220,6 +227,11 @@ def _slot(detector: Detector) -> Slot:
             gr.HTML(elem_classes=["key"], label=f"{title}: heatmap key"),
             gr.Markdown(elem_classes=["reading"], label=f"{title}: reading"),
         )
+
+
+def short_caption(caption: str) -> str:
+    """An example's caption without its source (the part before the first parenthesis)."""
+    return caption.split(" (")[0].split(";")[0]
 
 
 def check_upload(upload: Mapping[str, Any] | None) -> tuple[Any, str]:
@@ -275,13 +287,15 @@ def inspect(
         if slot.detector.name not in chosen:
             values.extend([None, None, "", "_Not selected._"])
             continue
-        entry, shown, heat = _explain_one(slot.detector, analysed, method, layer, target, opacity)
+        entry, shown, heat, p_fake = _explain_one(
+            slot.detector, analysed, method, layer, target, opacity
+        )
         record["detectors"][slot.detector.name] = entry
         pictures[f"{_safe(slot.detector.name)}-overlay.png"] = shown
         pictures[f"{_safe(slot.detector.name)}-heatmap.png"] = heat
         values.extend(
             [
-                {"fake": entry["p_fake"], "real": 1.0 - entry["p_fake"]},
+                {"fake": p_fake, "real": 1.0 - p_fake},
                 shown,
                 heatmap_key(method, entry["layer"], entry["explained"]),
                 entry["reading"],
@@ -351,8 +365,8 @@ def _marked(picture: Image.Image, faces: Sequence[Any]) -> Image.Image:
 
 def _explain_one(
     detector: Detector, face: Image.Image, method: str, layer: str, target: str, opacity: float
-) -> tuple[dict[str, Any], Image.Image, Image.Image]:
-    """The JSON entry, the overlay and the heatmap image of one detector."""
+) -> tuple[dict[str, Any], Image.Image, Image.Image, float]:
+    """The JSON entry, the overlay, the heatmap image and P(fake) of one detector."""
     start = time.perf_counter()
     result = explain(detector, [face], method=method, layers=(layer,), target=target)
     seconds = time.perf_counter() - start
@@ -379,7 +393,7 @@ def _explain_one(
         "reading": reading(title, p_fake, heatmap, target=explained),
         "seconds": round(seconds, 3),
     }
-    return entry, drawn, heatmap_image(heatmap, size=shown.size)
+    return entry, drawn, heatmap_image(heatmap, size=shown.size), p_fake
 
 
 def _display_copy(image: Image.Image) -> Image.Image:

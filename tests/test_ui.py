@@ -440,6 +440,24 @@ def test_demo_command_serves_the_given_checkpoints(tmp_path, monkeypatch, detect
     assert "missing.safetensors" in capsys.readouterr().err
 
 
+def test_shipped_detectors_are_served_by_default(tmp_path, monkeypatch, detectors, capsys):
+    import deepfake_xai.detectors.shipped as shipped
+    import deepfake_xai.ui as ui
+    from deepfake_xai.cli import main
+
+    path = detectors[1].save(tmp_path / "mobile.safetensors")
+    monkeypatch.delenv("DEEPFAKE_XAI_CHECKPOINTS", raising=False)
+    monkeypatch.setattr(shipped, "shipped_checkpoints", lambda: [path])
+    models = resolve_models(device="cpu")
+    assert [d.name for d in models.detectors] == ["mobilenetv2_100"] and not models.demo
+    served = {}
+    monkeypatch.setattr(ui, "serve", lambda demo, **kw: served.update(demo=demo, **kw))
+    assert main(["demo", "--detector", str(path), "--device", "cpu"]) == 0
+    served["demo"].close()
+    assert main(["demo", "--synthetic", "--checkpoint", str(path)]) == 2
+    assert "--synthetic" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_demo_models_are_trained_once_then_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("DEEPFAKE_XAI_CACHE", str(tmp_path))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import json
 import socket
 import zipfile
 from pathlib import Path
@@ -21,10 +22,20 @@ from deepfake_xai.faces import faces_available
 from deepfake_xai.registry import DETECTORS
 from deepfake_xai.synthetic import generate_dataset
 from deepfake_xai.ui import DemoConfig, build_demo, prepare_demo_models, serve
-from deepfake_xai.ui.about_tab import detector_card, metrics_table
+from deepfake_xai.ui.about_tab import model_card
 from deepfake_xai.ui.demo_models import resolve_models
+from deepfake_xai.ui.example_files import PACKAGED, folder_examples, label_from_name
 from deepfake_xai.ui.inspect_tab import DISPLAY_SIZE
-from deepfake_xai.ui.text import FOREHEAD, MOUTH, attention_regions, reading, region_map
+from deepfake_xai.ui.legend import heatmap_key
+from deepfake_xai.ui.text import (
+    FOREHEAD,
+    MOUTH,
+    SPOKEN,
+    attention_regions,
+    method_name,
+    reading,
+    region_map,
+)
 from deepfake_xai.ui.uploads import UploadError, collect_uploads
 
 NAMES = ("efficientnet_b0", "mobilenetv2_100")
@@ -81,11 +92,20 @@ def first(root: Path, label: str) -> str:
     return sorted(p.name for p in (root / label).glob("*.png"))[0]
 
 
-def inspect(client, image, detectors=NAMES, method="gradcam", face_crop=False):
+FIXED_OUTPUTS = 5  # result JSON, download, status, faces found, face note
+SLOT_OUTPUTS = 4  # verdict, heatmap, key, reading
+
+
+def inspect(client, image, detectors=NAMES, method="gradcam", find_faces=False):
     handle = gradio_client.handle_file(str(image))
     return client.predict(
-        handle, list(detectors), method, "final", "fake", 0.5, face_crop, api_name="/inspect"
+        handle, list(detectors), method, "final", "fake", 0.5, find_faces, api_name="/inspect"
     )
+
+
+def slot(result, number):
+    start = FIXED_OUTPUTS + SLOT_OUTPUTS * number
+    return result[start : start + SLOT_OUTPUTS]
 
 
 # -- the plain-language reading ------------------------------------------------------------------
@@ -105,12 +125,31 @@ def test_reading_is_derived_from_the_data():
     hot_chin = np.zeros((8, 8), np.float32)
     hot_chin[5, 3:5] = 1.0
     first_reading = reading("EfficientNet-B0", 0.93, hot_top)
-    assert first_reading.startswith("EfficientNet-B0 says fake with 93% confidence")
-    assert FOREHEAD in first_reading
-    assert MOUTH in reading("X", 0.93, hot_chin)
+    assert first_reading.startswith("EfficientNet-B0 says fake with 93% confidence.")
+    assert f"mostly on {SPOKEN[FOREHEAD]}" in first_reading
+    assert SPOKEN[MOUTH] in reading("X", 0.93, hot_chin)
     assert "says real with 80% confidence" in reading("X", 0.2, hot_top, target="fake")
     assert "evidence for fake" in reading("X", 0.2, hot_top, target="fake")
-    assert "no clear focus" in reading("X", 0.6, np.full((7, 7), 0.5, np.float32))
+    flat = reading("X", 0.6, np.full((7, 7), 0.5, np.float32))
+    assert "no clear focus" in flat and "not drawn" in flat
+
+
+def test_plain_names_and_the_heatmap_key():
+    assert method_name("gradcam", "final").startswith("Grad-CAM, last layer: coarse")
+    assert method_name("integrated_gradients", "input").startswith("Integrated Gradients, pixels")
+    key = heatmap_key("gradcam", "mid", "fake")
+    assert 'class="colour-bar"' in key and "linear-gradient(to top, rgb(0,0,128)" in key
+    assert "strongest" in key and "none" in key and "Grad-CAM, middle layer" in key
+
+
+def test_examples_are_labelled_with_their_source():
+    shown = folder_examples(PACKAGED)
+    assert len(shown) >= 4
+    captions = dict((Path(p).name, c) for p, c in shown)
+    assert "public domain" in captions["real_astronaut.jpg"]
+    assert captions["noface_chelsea.jpg"].startswith("Not a face")
+    assert label_from_name("x/real_1.png") == "real" and label_from_name("fake-2.jpg") == "fake"
+    assert label_from_name("faces/fake/a.png") == "fake" and label_from_name("realx.png") is None
 
 
 def test_face_box_moves_the_regions():
@@ -171,26 +210,31 @@ def test_zip_links_counts_and_non_images(tmp_path):
 
 
 # -- the about tab -------------------------------------------------------------------------------
-def test_about_shows_architecture_training_and_metrics(detectors):
+def test_model_card_explains_the_metrics_in_words(detectors):
     effnet, mobilenet = detectors
     effnet.metadata.update(
-        training={"epochs_run": 4, "image_size": SIZE, "optimizer": "adam"},
-        metrics={"accuracy": 0.974, "f1": 0.9741, "tp": 3},
-        trained_on="data/faces",
-    )
+        model_card={"training_data": "3,000 FFHQ + 3,000 StyleGAN", "limits": "Only *StyleGAN*."},
+        metrics={"accuracy": 0.954, "roc_auc": 0.993, "ece": 0.031, "eer": 0.05, "n": 600},
+        robustness={
+            "dataset": "held-out faces",
+            "rows": [{"perturbation": "jpeg", "level": "q50", "accuracy": 0.9, "roc_auc": 0.95,
+                      "ece": 0.04, "n": 600}],
+        },
+        trained_on="/srv/secret/path/faces",
+    )  # fmt: skip
     try:
-        card = detector_card(effnet)
-        assert "EfficientNet-B0" in card and "efficientnet\\_b0" in card
-        assert f"{effnet.num_parameters / 1e6:.2f} M" in card
-        assert f"{SIZE} x {SIZE} px" in card and "center crop" in card
-        assert "data/faces" in card and "**epochs\\_run**: 4" in card
-        assert "**accuracy**: 0.974" in card and "**tp**" not in card
-        assert "none stored" in detector_card(mobilenet)
-        table = metrics_table(detectors)
-        assert list(table["detector"]) == ["EfficientNet-B0"]
-        assert list(table.columns) == ["detector", "accuracy", "f1"]
+        card = model_card(effnet)
+        assert "3,000 FFHQ + 3,000 StyleGAN" in card and r"Only \*StyleGAN\*." in card
+        assert "**Accuracy 95.4%**: right on that share of 600 held-out images" in card
+        assert "ROC AUC 0.993" in card and "random fake" in card
+        assert "Calibration error 0.031" in card and "Equal error rate 5.0%" in card
+        assert "Decision threshold" in card and "0.5" in card
+        assert "| JPEG compression | q50 | 90.0% | 0.950 | 600 |" in card
+        assert "/srv/secret" not in card
+        bare = model_card(mobilenet)
+        assert "No held-out metrics" in bare and "Intended use" in bare
     finally:
-        for key in ("training", "metrics", "trained_on"):
+        for key in ("model_card", "metrics", "robustness", "trained_on"):
             effnet.metadata.pop(key, None)
 
 
@@ -202,58 +246,82 @@ def test_every_event_is_a_named_endpoint_in_one_bounded_queue(demo, client):
     assert demo._queue.max_size == 32 and demo.max_file_size == 200 * 1024**2
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert set(endpoints) == {"/inspect", "/analyze_batch"}
-    params = [p["parameter_name"] for p in endpoints["/inspect"]["parameters"]]
-    assert params == ["image", "detectors", "explainer", "layer", "target", "opacity", "face_crop"]
+    inspect_api = endpoints["/inspect"]
+    assert "finds the face" in inspect_api["description"]
+    params = [p["parameter_name"] for p in inspect_api["parameters"]]
+    assert params == ["image", "detectors", "explainer", "layer", "target", "opacity", "find_faces"]
+    labels = [r["label"] for r in inspect_api["returns"]]
+    assert labels[0].startswith("Result (JSON): P(fake), verdict, face box and timing")
+    assert labels[1].startswith("Download") and "EfficientNet-B0: heatmap" in labels
+    assert not any(label.startswith("value_") for label in labels)
+    batch_labels = [r["label"] for r in endpoints["/analyze_batch"]["returns"]]
+    assert not any(label.startswith("value_") for label in batch_labels)
 
 
 @pytest.mark.parametrize("method", ["gradcam", "saliency"])
-def test_inspect_one_image_with_both_detectors(client, detectors, synth, method):
+def test_inspect_one_image_with_both_detectors(client, detectors, synth, method, tmp_path):
     image = synth / "fake" / first(synth, "fake")
     result = inspect(client, image, method=method)
-    assert len(result) == 3 * len(NAMES) + 1
-    for slot, detector in enumerate(detectors):
-        label, overlay, text = result[3 * slot : 3 * slot + 3]
-        confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
+    assert len(result) == FIXED_OUTPUTS + SLOT_OUTPUTS * len(NAMES)
+    record, download, status = result[:3]
+    assert status == "" and record["verdict_given"] and record["faces"] == []
+    for number, detector in enumerate(detectors):
+        label, overlay, key, text = slot(result, number)
+        entry = record["detectors"][detector.name]
         expected = float(detector.predict_proba([image])[0])
+        assert entry["p_fake"] == pytest.approx(expected, abs=1e-3)
+        assert entry["verdict"] == ("fake" if expected >= 0.5 else "real")
+        assert entry["threshold"] == 0.5 and entry["seconds"] > 0
+        confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
         assert confidences["fake"] == pytest.approx(expected, abs=1e-3)
-        assert confidences["fake"] + confidences["real"] == pytest.approx(1.0)
-        assert label["label"] == ("fake" if expected >= 0.5 else "real")
         with Image.open(overlay) as picture:
-            assert picture.size == (DISPLAY_SIZE, DISPLAY_SIZE)
-        verdict = label["label"]
-        assert f" says {verdict} with " in text and " ms" in text and method in text
-    assert result[-1] is None
+            assert picture.width == DISPLAY_SIZE
+        assert "colour-bar" in key and f" says {entry['verdict']} with " in text
+        assert "<" not in text and text == entry["reading"]
+    with zipfile.ZipFile(download) as zf:
+        names = set(zf.namelist())
+        saved = json.loads(zf.read("result.json"))
+    assert saved == record
+    assert {f"{n}-overlay.png" for n in NAMES} | {f"{n}-heatmap.png" for n in NAMES} < names
 
 
 def test_inspect_only_the_chosen_detector(client, synth):
     result = inspect(client, synth / "real" / first(synth, "real"), detectors=["mobilenetv2_100"])
-    assert not result[0] and result[1] is None and "not selected" in result[2]
-    assert result[3]["label"] in ("real", "fake") and Path(result[4]).exists()
+    assert list(result[0]["detectors"]) == ["mobilenetv2_100"]
+    assert not slot(result, 0)[0] and slot(result, 0)[1] is None
+    assert "Not selected" in slot(result, 0)[3]
+    assert slot(result, 1)[0]["label"] in ("real", "fake") and Path(slot(result, 1)[1]).exists()
 
 
-def test_a_corrupt_upload_gets_a_clear_error(client, tmp_path):
+def test_a_corrupt_upload_gets_a_clear_error_next_to_the_input(client, tmp_path):
     fake_png = tmp_path / "holiday.png"
     fake_png.write_text("this is a text file, not a picture")
-    with pytest.raises(gradio_client.exceptions.AppError) as error:
-        inspect(client, fake_png)
-    message = str(error.value)
+    result = inspect(client, fake_png)
+    message = result[0]["error"]
     assert message.startswith("holiday.png is not a readable image: ")
     assert "not a recognised image format" in message and "Traceback" not in message
+    assert "holiday.png is not a readable image" in result[2]
 
 
-@pytest.mark.skipif(not faces_available(), reason="face detection needs OpenCV ([faces] extra)")
-def test_face_crop_marks_the_face_and_explains_the_crop(client, faces_sample, tmp_path):
-    photo = sorted((faces_sample / "train" / "real").glob("*.jpg"))[0]
-    result = inspect(client, photo, face_crop=True)
-    with Image.open(result[-1]) as marked, Image.open(photo) as original:
+@pytest.mark.skipif(not faces_available(), reason="face detection needs the [faces] extra")
+def test_faces_are_found_first(client, faces_sample, tmp_path):
+    photo = sorted((faces_sample / "val" / "real").glob("*.jpg"))[0]
+    result = inspect(client, photo, find_faces=True)
+    record = result[0]
+    assert len(record["faces"]) == 1 and record["face_analysed"] == record["faces"][0]
+    box = record["faces"][0]
+    assert 0.5 < box["height"] / record["image_size"][1] < 0.95 and box["score"] > 0.9
+    with Image.open(result[3]) as marked, Image.open(photo) as original:
         pixels = np.asarray(marked.convert("RGB")).reshape(-1, 3)
         assert marked.size == original.size
     assert ((pixels[:, 1] > 200) & (pixels[:, 0] < 60) & (pixels[:, 2] < 60)).any()
-    assert " says " in result[2] and " says " in result[5]
+    assert "One face found" in result[4] and " says " in slot(result, 0)[3]
     noise = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
     Image.fromarray(noise).save(tmp_path / "noise.png")
-    with pytest.raises(gradio_client.exceptions.AppError, match="no face found"):
-        inspect(client, tmp_path / "noise.png", face_crop=True)
+    result = inspect(client, tmp_path / "noise.png", find_faces=True)
+    assert result[0]["verdict_given"] is False and result[0]["detectors"] == {}
+    assert "No face found" in result[4] and result[1] is None
+    assert all("No face found" in slot(result, n)[3] for n in range(len(NAMES)))
 
 
 def test_a_path_on_the_server_is_never_read(client):
@@ -268,10 +336,15 @@ def test_a_path_on_the_server_is_never_read(client):
 
 
 def test_missing_choices_are_readable_errors(client, synth):
-    with pytest.raises(gradio_client.exceptions.AppError, match="choose at least one detector"):
-        inspect(client, synth / "real" / first(synth, "real"), detectors=[])
+    result = inspect(client, synth / "real" / first(synth, "real"), detectors=[])
+    assert "choose at least one detector" in result[0]["error"]
     with pytest.raises(gradio_client.exceptions.AppError, match="upload some images"):
-        client.predict([], list(NAMES), "pca", api_name="/analyze_batch")
+        client.predict([], list(NAMES), "pca", False, api_name="/analyze_batch")
+
+
+def batch(client, files, find_faces=False, projection="pca"):
+    handles = [gradio_client.handle_file(str(f)) for f in files]
+    return client.predict(handles, list(NAMES), projection, find_faces, api_name="/analyze_batch")
 
 
 def test_batch_of_a_labelled_zip(client, synth, tmp_path):
@@ -282,26 +355,60 @@ def test_batch_of_a_labelled_zip(client, synth, tmp_path):
     }
     members["faces/broken/oops.png"] = b"not an image"
     archive = write_zip(tmp_path / "faces.zip", members)
-    summary, table, csv_file, gallery, *scatters, report, outputs = client.predict(
-        [gradio_client.handle_file(str(archive))], list(NAMES), "pca", api_name="/analyze_batch"
-    )
+    summary, table, csv_file, gallery, *scatters, report, outputs, status = batch(client, [archive])
+    assert status == ""
     frame = pd.DataFrame(table["data"], columns=table["headers"])
-    assert len(frame) == 7 * len(NAMES) and set(frame["detector"]) == set(NAMES)
-    assert "7 images analysed" in summary and "1 unreadable" in summary
+    assert list(frame.columns) == [
+        "file",
+        "detector",
+        "P(fake)",
+        "verdict",
+        "label",
+        "faces",
+        "note",
+    ]
+    assert len(frame) == 7 * len(NAMES)
+    assert set(frame["detector"]) == {"EfficientNet-B0", "MobileNetV2"}
+    assert "**7 images**: 6 analysed" in summary and "1 unreadable" in summary
+    assert "| EfficientNet-B0 | " in summary and "really fake" in summary
     broken = frame[frame["file"] == "faces/broken/oops.png"]
-    assert (broken["error"] != "").all()
-    labelled = frame[frame["error"] == ""]
+    assert broken["note"].str.startswith("unreadable: ").all()
+    labelled = frame[frame["note"] == ""]
     assert set(labelled["label"]) == {"real", "fake"}
+    assert all(len(str(p).split(".")[-1]) <= 3 for p in labelled["P(fake)"])
     assert len(pd.read_csv(csv_file)) == len(frame)
     assert len(gallery) == 6 * len(NAMES)
     assert len(scatters) == len(NAMES)
     for scatter in scatters:
-        points = pd.DataFrame(scatter["data"], columns=scatter["columns"])
-        assert len(points) == 6 and {"x", "y", "colour", "file"} <= set(points.columns)
-        assert points["colour"].str.match(r"^(real|fake), predicted (real|fake)$").all()
+        points = pd.DataFrame(scatter["value"]["data"], columns=scatter["value"]["columns"])
+        assert len(points) == 6 and {"x", "y", "label and verdict", "file"} <= set(points.columns)
+        assert points["label and verdict"].str.match(r"^(real|fake), said (real|fake)$").all()
+        assert scatter["x_title"].startswith("PCA axis 1")
     assert "<html" in Path(report).read_text().lower()
     with zipfile.ZipFile(outputs) as zf:
-        assert "predictions.csv" in zf.namelist()
+        assert "predictions.csv" in zf.namelist() and "report.html" in zf.namelist()
+        for name in zf.namelist():
+            if name.endswith((".csv", ".html", ".json")):
+                assert "/tmp/" not in zf.read(name).decode(), name
+
+
+@pytest.mark.skipif(not faces_available(), reason="face detection needs the [faces] extra")
+def test_batch_finds_faces_and_labels_from_file_names(client, faces_sample, tmp_path):
+    files = []
+    for label in ("real", "fake"):
+        for i, path in enumerate(sorted((faces_sample / "val" / label).glob("*.jpg"))[:2]):
+            files.append(tmp_path / f"{label}_{i}.jpg")
+            files[-1].write_bytes(path.read_bytes())
+    files.append(PACKAGED / "noface_chelsea.jpg")
+    summary, table, *_ = batch(client, files, find_faces=True, projection="none")
+    frame = pd.DataFrame(table["data"], columns=table["headers"])
+    cat = frame[frame["file"] == "noface_chelsea.jpg"]
+    assert (cat["verdict"] == "no face").all() and (
+        cat["note"] == "no face found: no verdict"
+    ).all()
+    faces = frame[frame["file"] != "noface_chelsea.jpg"]
+    assert set(faces["label"]) == {"real", "fake"} and (faces["faces"] == 1).all()
+    assert "4 analysed, 1 with no face found (no verdict)" in summary and "| 4 |" in summary
 
 
 # -- where the detectors come from ---------------------------------------------------------------
@@ -331,6 +438,24 @@ def test_demo_command_serves_the_given_checkpoints(tmp_path, monkeypatch, detect
     served["demo"].close()
     assert main(["demo", "--checkpoint", str(tmp_path / "missing.safetensors")]) == 2
     assert "missing.safetensors" in capsys.readouterr().err
+
+
+def test_shipped_detectors_are_served_by_default(tmp_path, monkeypatch, detectors, capsys):
+    import deepfake_xai.detectors.shipped as shipped
+    import deepfake_xai.ui as ui
+    from deepfake_xai.cli import main
+
+    path = detectors[1].save(tmp_path / "mobile.safetensors")
+    monkeypatch.delenv("DEEPFAKE_XAI_CHECKPOINTS", raising=False)
+    monkeypatch.setattr(shipped, "shipped_checkpoints", lambda: [path])
+    models = resolve_models(device="cpu")
+    assert [d.name for d in models.detectors] == ["mobilenetv2_100"] and not models.demo
+    served = {}
+    monkeypatch.setattr(ui, "serve", lambda demo, **kw: served.update(demo=demo, **kw))
+    assert main(["demo", "--detector", str(path), "--device", "cpu"]) == 0
+    served["demo"].close()
+    assert main(["demo", "--synthetic", "--checkpoint", str(path)]) == 2
+    assert "--synthetic" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -394,9 +519,8 @@ def test_a_pip_installed_plugin_detector_appears_in_the_app(tmp_path, monkeypatc
         api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
         detectors_param = api["/inspect"]["parameters"][1]
         assert detectors_param["parameter_default"] == ["ui_tiny"]
-        label, overlay, text = inspect(client, synth / "fake" / first(synth, "fake"), ["ui_tiny"])[
-            :3
-        ]
+        result = inspect(client, synth / "fake" / first(synth, "fake"), ["ui_tiny"])
+        label, overlay, _, text = slot(result, 0)
         expected = float(plugin.predict_proba([synth / "fake" / first(synth, "fake")])[0])
         fake = {c["label"]: c["confidence"] for c in label["confidences"]}["fake"]
         assert fake == pytest.approx(expected, abs=1e-3)

@@ -1,122 +1,184 @@
-"""The "About the detectors" tab: what each loaded detector is, how it was trained, how it scored.
+"""The "About" tab: a model card per loaded detector, how to read the app, what happens to uploads.
 
-Everything shown comes from the detector object and its checkpoint metadata (the ``training``
-and ``metrics`` blocks written by :func:`deepfake_xai.training.train`), never from text kept here.
+Everything said about a detector comes from the detector object and its checkpoint metadata: the
+``model_card`` block (plain-text fields such as ``training_data``, ``licence``, ``intended_use``,
+``limits``, ``metrics_text``), the held-out ``metrics``, the ``robustness`` summary written by
+``evaluate`` and the ``training`` record; never from text kept here about a particular model.
 """
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping, Sequence
+from pathlib import PurePath
 from typing import Any
 
 import gradio as gr
-import pandas as pd
 
 from ..detectors import Detector
-from ..metrics import HEADLINE_METRICS
-from .text import display_name
+from .text import display_name, plain
 
-# Shown first (and alone, when present); anything else a checkpoint stores stays available.
-METRICS = (*HEADLINE_METRICS, "loss", "n")
-TRAINING = (
-    "epochs_run",
-    "best_epoch",
-    "image_size",
-    "batch_size",
-    "lr",
-    "optimizer",
-    "pretrained_init",
-    "augment",
-    "n_per_split",
-    "seconds",
-    "device",
+THRESHOLD_TEXT = (
+    "P(fake) of 0.5 or more is called **fake**, below 0.5 **real**. The percentage shown is the "
+    "detector's probability for its verdict, not a guarantee."
 )
+DEFAULT_USE = (
+    "Research and teaching: a second opinion on whether a face photo was generated, with a "
+    "heatmap of the evidence. Not for decisions about people on its own."
+)
+DEFAULT_LIMITS = (
+    "Judges faces only. Trained on one kind of real and fake photo; other generators, heavy "
+    "compression, filters, screenshots and re-photographed images can fool it in either direction."
+)
+ROBUSTNESS_NAMES = {
+    "clean": "unchanged",
+    "jpeg": "JPEG compression",
+    "blur": "blur",
+    "resize": "downscaled",
+    "noise": "noise",
+    "social": "social-media style (resize + JPEG)",
+}
 
 
-def build_about_tab(detectors: Sequence[Detector]) -> None:
-    """One card per detector, and a metrics table side by side when several are loaded."""
-    table = metrics_table(detectors)
-    if len(detectors) > 1 and not table.empty:
-        gr.Markdown("### Stored evaluation metrics")
-        gr.Dataframe(table, interactive=False, label="metrics per detector")
+def build_about_tab(detectors: Sequence[Detector], uploads_note: str) -> None:
+    """One model card per detector, then how to read the app and what happens to uploads."""
     with gr.Row():
         for detector in detectors:
-            with gr.Column(min_width=280):
-                gr.Markdown(detector_card(detector))
+            with gr.Column(min_width=300, elem_classes=["model-card"]):
+                gr.Markdown(model_card(detector))
+    gr.Markdown(HOW_TO_READ + "\n\n### Your uploads\n\n" + uploads_note, elem_id="about-help")
 
 
-def detector_card(detector: Detector) -> str:
-    """Markdown describing one detector: architecture, size, input, preprocessing, provenance."""
-    h = detector.harmonization
-    crop = f", face crop (margin {h.face_margin:g})" if h.face_crop else ""
-    jpeg = f", JPEG q{h.jpeg_quality}" if h.jpeg_quality else ""
+HOW_TO_READ = """### How to read the app
+
+- **Verdict**: each detector's probability that the face is fake, P(fake). Detectors can disagree;
+  the model cards above say how often each was right on photos it never saw in training.
+- **Heatmap**: where the detector found the evidence it was asked about. Red is strongest, blue is
+  none; colours are relative to each image's own strongest point. A flat map is not drawn: the
+  decision then rests on the whole image rather than on one region.
+- **Face first**: faces are found (MTCNN) before any verdict, and the largest is framed like the
+  training photos. An image without a face gets no verdict.
+- **Batch tab**: many images or a .zip at once; names starting `real_` / `fake_` or folders
+  `real/` / `fake/` give labels, and then accuracy, ROC AUC and a confusion matrix."""
+
+
+def model_card(detector: Detector) -> str:
+    """Markdown model card: training data, held-out metrics in words, use, limits, threshold."""
+    meta = detector.metadata or {}
+    card = meta.get("model_card") if isinstance(meta.get("model_card"), Mapping) else {}
+    title = display_name(detector.name, detector.architecture)
     lines = [
-        f"### {_md(display_name(detector.name, detector.architecture))}",
-        f"- **registered as**: {_md(detector.name)}",
-        f"- **architecture**: {_md(detector.architecture)}",
-        f"- **parameters**: {detector.num_parameters / 1e6:.2f} M",
-        f"- **input**: {detector.input_size} x {detector.input_size} px, "
-        f"labels {' / '.join(detector.labels)} (one logit, sigmoid = P(fake))",
-        f"- **harmonisation**: {h.fit.replace('_', ' ')}, {h.resize} resize{crop}{jpeg}",
+        f"## {plain(title)}",
+        f"_{plain(detector.architecture)}, {detector.num_parameters / 1e6:.1f} M parameters, "
+        f"looks at {detector.input_size} x {detector.input_size} px; registered as "
+        f"`{detector.name}`._",
+        "",
+        "**Training data**: " + plain(card.get("training_data") or _trained_on(meta)),
     ]
-    trained_on = detector.metadata.get("trained_on")
-    training = _preferred(detector.metadata.get("training"), TRAINING)
-    lines.append("\n**Training**\n")
-    if trained_on:
-        lines.append(f"- **data**: {_md(trained_on)}")
-    lines.extend(_bullets(training) if training else ["- no training record in the checkpoint"])
-    metrics = _preferred(detector.metadata.get("metrics"), METRICS)
-    lines.append("\n**Stored metrics**\n")
-    lines.extend(_bullets(metrics) if metrics else ["- none stored"])
+    if card.get("licence"):
+        lines.append(f"\n**Licence**: {plain(card['licence'])}")
+    lines.append("\n**How well it did on held-out images**\n")
+    if card.get("metrics_text"):
+        lines.append(plain(card["metrics_text"]) + "\n")
+    lines.extend(metrics_in_words(_held_out(meta.get("metrics"))))
+    lines.append(f"\n**Decision threshold**: {THRESHOLD_TEXT}")
+    lines.append(f"\n**Intended use**: {plain(card.get('intended_use') or DEFAULT_USE)}")
+    lines.append(f"\n**Limits**: {plain(card.get('limits') or DEFAULT_LIMITS)}")
+    lines.extend(robustness_lines(meta.get("robustness")))
+    training = meta.get("training")
+    if isinstance(training, Mapping):
+        lines.append("\n**Training run**: " + plain(_training_line(training)))
     return "\n".join(lines)
 
 
-def metrics_table(detectors: Sequence[Detector]) -> pd.DataFrame:
-    """One row per detector, one column per stored scalar metric (nested keys dotted)."""
-    rows = {}
-    for detector in detectors:
-        metrics = _preferred(detector.metadata.get("metrics"), METRICS)
-        if metrics:
-            rows[display_name(detector.name, detector.architecture)] = flatten(metrics)
-    if not rows:
-        return pd.DataFrame()
-    table = pd.DataFrame.from_dict(rows, orient="index").rename_axis("detector").reset_index()
-    return table.round(4)
+def metrics_in_words(metrics: Mapping[str, Any] | None) -> list[str]:
+    """Bullets that say what each stored number means for a user."""
+    if not metrics:
+        return [
+            "- No held-out metrics are stored with this detector: treat its verdicts as untested."
+        ]
+    out = []
+    n = metrics.get("n")
+    on = f" of {int(n)} held-out images" if n else ""
+    if _number(metrics.get("accuracy")):
+        out.append(f"- **Accuracy {metrics['accuracy']:.1%}**: right on that share{on}.")
+    if _number(metrics.get("precision")) and _number(metrics.get("recall")):
+        out.append(
+            f"- **Precision {metrics['precision']:.1%}, recall {metrics['recall']:.1%}**: of the "
+            f"images it called fake, {metrics['precision']:.0%} were; of the fakes, it caught "
+            f"{metrics['recall']:.0%}."
+        )
+    if _number(metrics.get("roc_auc")):
+        out.append(
+            f"- **ROC AUC {metrics['roc_auc']:.3f}**: the chance that a random fake gets a higher "
+            "P(fake) than a random real photo (0.5 is guessing, 1 is perfect)."
+        )
+    if _number(metrics.get("eer")):
+        out.append(
+            f"- **Equal error rate {metrics['eer']:.1%}**: at the threshold where it wrongly flags "
+            "as many real photos as it misses fakes, this is how often each happens."
+        )
+    if _number(metrics.get("ece")):
+        out.append(
+            f"- **Calibration error {metrics['ece']:.3f}**: how far its stated confidence is from "
+            "how often it is right, on average (0 means a stated 90 % is right 90 % of the time)."
+        )
+    return out or ["- The stored metrics hold no accuracy figures."]
 
 
-def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings as one level with dotted keys; lists are shown as text."""
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
-        elif isinstance(value, (list, tuple)):
-            flat[name] = ", ".join(str(v) for v in value)
-        else:
-            flat[name] = value
-    return flat
+def robustness_lines(robustness: Any) -> list[str]:
+    """A small table of the ``robustness`` summary (accuracy / ROC AUC per perturbation)."""
+    if not isinstance(robustness, Mapping) or not robustness.get("rows"):
+        return []
+    lines = [
+        f"\n**Robustness** (on {plain(robustness.get('dataset', 'held-out images'))}): accuracy "
+        "when the photo is changed as a platform would change it.\n",
+        "| change | level | accuracy | ROC AUC | images |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for row in robustness["rows"]:
+        auc = f"{row['roc_auc']:.3f}" if _number(row.get("roc_auc")) else "n/a"
+        name = ROBUSTNESS_NAMES.get(row.get("perturbation"), row.get("perturbation"))
+        lines.append(
+            f"| {plain(name)} | {plain(row.get('level', ''))} | {row['accuracy']:.1%} | {auc} "
+            f"| {row.get('n', '')} |"
+        )
+    return lines
 
 
-def _preferred(data: Any, keys: Sequence[str]) -> Any:
-    """The entries of ``data`` named in ``keys`` (in that order), or all of it if none are."""
-    if not isinstance(data, Mapping):
-        return data
-    chosen = {k: data[k] for k in keys if k in data}
-    return chosen or dict(data)
+def _held_out(metrics: Any) -> Mapping[str, Any] | None:
+    """The metrics block itself, or its ``test`` / ``val`` part when nested."""
+    if not isinstance(metrics, Mapping):
+        return None
+    if "accuracy" in metrics:
+        return metrics
+    for key in ("test", "held_out", "val", "validation"):
+        if isinstance(metrics.get(key), Mapping):
+            return metrics[key]
+    return None
 
 
-def _bullets(data: Any) -> list[str]:
-    if not isinstance(data, Mapping):
-        return [f"- {_md(str(data))}"]
-    return [f"- **{_md(k)}**: {_md(_fmt(v))}" for k, v in flatten(data).items()]
+def _trained_on(meta: Mapping[str, Any]) -> str:
+    """The training data's folder name only (never a server path), or 'not recorded'."""
+    trained_on = meta.get("trained_on")
+    if not trained_on:
+        return "not recorded in the checkpoint."
+    return ", ".join(PurePath(part.strip()).name for part in str(trained_on).split(","))
 
 
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+def _training_line(training: Mapping[str, Any]) -> str:
+    parts = []
+    if training.get("epochs_run"):
+        parts.append(f"{training['epochs_run']} epochs")
+    if training.get("image_size"):
+        parts.append(f"{training['image_size']} px")
+    if training.get("pretrained_init") is not None:
+        parts.append("ImageNet start" if training["pretrained_init"] else "from scratch")
+    if training.get("seconds"):
+        parts.append(f"{training['seconds'] / 60:.0f} min")
+    if training.get("device"):
+        parts.append(f"on {training['device']}")
+    return ", ".join(parts) or "no details recorded"
 
 
-def _md(text: str) -> str:
-    """Checkpoint text shown as plain text, not as markup."""
-    return html.escape(str(text)).replace("*", r"\*").replace("_", r"\_").replace("`", "'")
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value

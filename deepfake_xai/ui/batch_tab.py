@@ -1,16 +1,20 @@
-"""The "Analyze a batch" tab: uploaded images or a zip through :func:`deepfake_xai.analyze`.
+"""The "Analyse a batch" tab: many images or a zip, faces found first, then
+:func:`deepfake_xai.analyze`; the results are on the page.
 
-Shows the predictions table (and its CSV), a gallery of Grad-CAM overlays, one projection
-scatter per detector (coloured by prediction, and by label when the archive had ``real/`` and
-``fake/`` folders), and offers the run's HTML report and a zip of all its outputs.
+Stages, each shown in the progress bar: decoding and finding faces (each image's largest face is
+framed like the training photos; an image with no face gets no verdict), the detectors, the
+projection, the report. The page shows a summary (verdict counts per detector and, with labels,
+accuracy, ROC AUC and a confusion matrix), the predictions table, heatmap overlays and one
+projection per detector whose points open their image and heatmap when selected.
 """
 
 from __future__ import annotations
 
 import html
-import shutil
 import uuid
+import zipfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,92 +23,247 @@ import pandas as pd
 
 from ..analysis.projection import MIN_POINTS
 from ..detectors import Detector
+from ..images import ImageLoadError, load_image
 from .errors import friendly, user_error
-from .text import display_name
+from .example_files import label_from_name
+from .text import METHOD_NAMES, display_name, plain
 from .uploads import collect_uploads, prune_runs
 
 KEEP_RUNS = 8
 GALLERY_SIZE = 48
-TABLE_COLUMNS = ["file", "detector", "p_fake", "verdict", "label", "error"]
+NO_FACE = "no face found: no verdict"
+COLOUR = "label and verdict"
+P_FAKE = "P(fake)"
+TABLE_COLUMNS = ["file", "detector", P_FAKE, "verdict", "label", "faces", "note"]
 # Right answers in the class colour, mistakes in a lighter shade of the predicted class's colour.
 COLOURS = {
-    "real": "#2b83ba",
-    "fake": "#d7191c",
-    "real, predicted real": "#2b83ba",
-    "fake, predicted fake": "#d7191c",
-    "fake, predicted real": "#abd9e9",
-    "real, predicted fake": "#fdae61",
+    "said real": "#2b83ba",
+    "said fake": "#d7191c",
+    "real, said real": "#2b83ba",
+    "fake, said fake": "#d7191c",
+    "fake, said real": "#abd9e9",
+    "real, said fake": "#fdae61",
 }
+PROJECTION_NAMES = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
+
+
+@dataclass
+class Prepared:
+    """What the face step made of the uploads: what to analyse and what to report."""
+
+    analysed: list[Path] = field(default_factory=list)  # the files given to analyze
+    shown: dict[str, str] = field(default_factory=dict)  # analysed path -> name shown
+    labels: dict[str, str] = field(default_factory=dict)  # analysed path -> real / fake
+    faces: dict[str, int] = field(default_factory=dict)  # name shown -> faces found
+    no_face: list[str] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
 
 
 def build_batch_tab(
-    detectors: Sequence[Detector], projections: Sequence[str], work_dir: str, concurrency_id: str
+    detectors: Sequence[Detector],
+    projections: Sequence[str],
+    faces: bool,
+    work_dir: str,
+    concurrency_id: str,
 ) -> None:
     """Lay out the tab inside the current ``gr.Blocks`` and wire ``/analyze_batch``."""
     names = [d.name for d in detectors]
-    choices = [*projections, "none"]
+    choices = [(PROJECTION_NAMES.get(p, p), p) for p in projections] + [("none", "none")]
     with gr.Row():
-        with gr.Column(scale=1, min_width=280):
+        with gr.Column(scale=2, min_width=300):
             files_in = gr.File(
                 file_count="multiple",
-                label="Images, or a .zip (real/ and fake/ folders give labels)",
+                label="Images, or a .zip of images",
                 elem_id="batch-files",
             )
-            detectors_in = gr.CheckboxGroup(names, value=names, label="Detectors")
+            status = gr.Markdown(
+                label="Status: refused files", elem_id="batch-status", elem_classes=["status"]
+            )
+            find_first = gr.Checkbox(
+                value=faces,
+                interactive=faces,
+                label="Find the face first",
+                info="Each image's largest face is analysed; images without a face get no verdict.",
+            )
+            detectors_in = gr.CheckboxGroup(
+                [(display_name(d.name, d.architecture), d.name) for d in detectors],
+                value=names,
+                label="Detectors",
+                info="Which loaded detectors to run.",
+            )
             projection_in = gr.Dropdown(
-                choices, value="tsne" if "tsne" in choices else choices[0], label="Projection"
+                choices,
+                value="tsne" if "tsne" in projections else choices[0][1],
+                label="Map of the detectors' features",
+                info="Places images the detector sees as similar close together (needs at least "
+                f"{MIN_POINTS} faces). t-SNE keeps neighbours, PCA is fastest.",
             )
             button = gr.Button("Analyse the batch", variant="primary", elem_id="batch-button")
-            summary = gr.Markdown()
-        with gr.Column(scale=3):
-            table = gr.Dataframe(label="Predictions", interactive=False, max_height=360)
-            gallery = gr.Gallery(label="Grad-CAM overlays", columns=6, height=320)
-            with gr.Row():
-                scatters = {
-                    d.name: gr.ScatterPlot(
-                        x="x",
-                        y="y",
-                        color="colour",
-                        color_map=COLOURS,
-                        tooltip=["file", "p_fake", "colour"],
-                        label=f"{display_name(d.name, d.architecture)}: projection",
-                        height=320,
-                    )
-                    for d in detectors
-                }
+            gr.Markdown(
+                "Labels (for accuracy): folders `real/` and `fake/` inside a .zip, or file names "
+                "starting `real_` / `fake_`.",
+                elem_classes=["hint"],
+            )
+        with gr.Column(scale=5):
+            summary = gr.Markdown(label="Summary", elem_id="batch-summary")
+            table = gr.Dataframe(
+                label="Predictions (one row per image and detector)",
+                interactive=False,
+                max_height=360,
+                wrap=True,
+                column_widths=["24%", "16%", "9%", "9%", "8%", "7%", "27%"],
+                elem_id="batch-table",
+            )
+            gallery = gr.Gallery(
+                label="Heatmaps (Grad-CAM, last layer) of the analysed faces",
+                columns=6,
+                height=300,
+                elem_id="batch-gallery",
+            )
+            scatters = {}
+            for d in detectors:
+                gr.HTML(map_legend(), elem_classes=["map-legend"])
+                scatters[d.name] = gr.ScatterPlot(
+                    x="x",
+                    y="y",
+                    color=COLOUR,
+                    color_map=COLOURS,
+                    colors_in_legend=[],  # Vega's legend is clipped to its title: ours is above
+                    tooltip=["file", P_FAKE, COLOUR],
+                    label=f"{display_name(d.name, d.architecture)}: map of its features "
+                    "(drag across points to open them)",
+                    height=360,
+                    elem_classes=["projection"],
+                )
+            opened = gr.Gallery(
+                label="Opened from the map: each image and its heatmap",
+                columns=4,
+                height=260,
+                elem_id="batch-opened",
+            )
             with gr.Row():
                 csv = gr.File(label="predictions.csv", interactive=False)
                 report = gr.File(label="report.html", interactive=False)
                 archive = gr.File(label="all outputs (.zip)", interactive=False)
-    outputs = [summary, table, csv, gallery, *scatters.values(), report, archive]
+    points = gr.State({})
+    outputs = [summary, table, csv, gallery, *scatters.values(), report, archive, status, points]
     by_name = {d.name: d for d in detectors}
 
     @friendly
-    def analyze_batch(files, detectors, projection, progress=gr.Progress(track_tqdm=True)):
-        """``progress`` makes Gradio show the analysis' own tqdm bar in the page."""
+    def analyze_batch(
+        files, detectors, projection, find_faces, progress=gr.Progress(track_tqdm=True)
+    ):
         chosen = [by_name[name] for name in detectors or [] if name in by_name]
-        return run_batch(files, chosen, projection, Path(work_dir), list(scatters))
+        return run_batch(
+            files, chosen, projection, find_faces, Path(work_dir), list(scatters), progress
+        )
 
+    files_in.upload(
+        check_files, files_in, [files_in, status], queue=False, api_visibility="private"
+    )
     button.click(
         analyze_batch,
-        inputs=[files_in, detectors_in, projection_in],
+        inputs=[files_in, detectors_in, projection_in, find_first],
         outputs=outputs,
         api_name="analyze_batch",
-        api_description="Predictions, overlays, projections and a report for a set of images.",
+        api_description=(
+            "Many images or a zip: summary, predictions table, heatmaps, a feature map per "
+            "detector, the CSV, the HTML report and a zip of all outputs."
+        ),
         concurrency_id=concurrency_id,
     )
+    for name, scatter in scatters.items():
+        scatter.select(_opener(name), [points], opened, api_visibility="private")
+
+
+def _opener(detector: str):
+    """The select handler of one detector's map (Gradio passes the selection by annotation)."""
+
+    def opener(data: dict, evt: gr.SelectData) -> list[tuple[Any, str]]:
+        return open_points(data, detector, evt)
+
+    return opener
+
+
+LEGEND_MEANING = {
+    "real, said real": "real photo, detector right",
+    "fake, said fake": "fake, detector right",
+    "fake, said real": "fake the detector missed",
+    "real, said fake": "real photo flagged as fake",
+    "said real": "no label, detector says real",
+    "said fake": "no label, detector says fake",
+}
+
+
+def map_legend() -> str:
+    """HTML legend of the feature maps: one swatch per label and verdict, in words."""
+    items = "".join(
+        f'<span class="legend-entry"><span class="swatch" style="background:{COLOURS[key]}">'
+        f"</span>{html.escape(key)}: {html.escape(text)}</span>"
+        for key, text in LEGEND_MEANING.items()
+    )
+    return f'<div class="legend-entries"><strong>Colours:</strong> {items}</div>'
+
+
+def check_files(files: Sequence[str] | None) -> tuple[Any, str]:
+    """Keep images and zips, refuse the rest at upload, naming each refused file."""
+    if not files:
+        return gr.update(), ""
+    kept, refused = [], []
+    for file in files:
+        path = Path(file)
+        if zipfile.is_zipfile(path):
+            kept.append(file)
+            continue
+        try:
+            load_image(path, name=path.name)
+        except ImageLoadError as exc:
+            refused.append(f"{path.name}: {exc.reason}")
+            continue
+        kept.append(file)
+    if not refused:
+        return gr.update(), ""
+    lines = [f"**Refused {len(refused)} file(s)** (not an image or a .zip):"]
+    lines += [f"- {plain(reason)}" for reason in refused]
+    return kept or None, "\n".join(lines)
+
+
+def open_points(data: dict, detector: str, evt: gr.SelectData) -> list[tuple[Any, str]]:
+    """The images (and heatmaps) of the points inside the selected range of one map."""
+    table = data.get(detector)
+    if table is None or not isinstance(evt.index, (list, tuple)) or len(evt.index) < 2:
+        return []
+    low, high = sorted(float(v) for v in evt.index[:2])
+    picked = [row for row in table if low <= row["x"] <= high][:12]
+    if not picked:
+        return []
+    from ..analysis import AnalysisResult
+
+    result = AnalysisResult(picked[0]["out"])
+    items = []
+    for row in picked:
+        items.append(
+            (result.image(row["index"], detector), f"{row['file']} ({row['p_fake']:.0%} fake)")
+        )
+        items.append((result.overlay(row["index"], detector), f"{row['file']}: heatmap"))
+    return items
 
 
 def run_batch(
     files: Sequence[str] | None,
     detectors: Sequence[Detector],
     projection: str,
+    find_faces_first: bool,
     work_dir: Path,
     scatter_order: Sequence[str],
+    progress: Any = None,
 ) -> list[Any]:
     """Analyse the uploaded ``files`` in a fresh run folder; values for every output component."""
-    from ..analysis import analyze
+    from ..analysis import AnalysisResult, analyze
+    from ..analysis.projection import write_projection
+    from ..analysis.report import write_report
 
+    progress = progress or (lambda *args, **kwargs: None)
     if not files:
         raise user_error("upload some images or a .zip first")
     if not detectors:
@@ -112,42 +271,92 @@ def run_batch(
     work_dir.mkdir(parents=True, exist_ok=True)
     prune_runs(work_dir, KEEP_RUNS - 1)
     run_dir = work_dir / f"run-{uuid.uuid4().hex[:12]}"
+    progress(0.0, desc="Reading the uploads")
     uploads = collect_uploads(files, run_dir / "uploads")
-    labels = (
-        dict(zip(map(str, uploads.images), uploads.labels, strict=True))
-        if uploads.has_labels
-        else None
-    )
-    result = analyze(
-        [str(p) for p in uploads.images],
-        detectors=list(detectors),
-        explainers=("gradcam",),
-        layers=("final",),
-        projection=None if projection == "none" else projection,
-        out=run_dir / "analysis",
-        labels=labels,
-        device=detectors[0].device,
-        progress=True,
-        report=True,
-    )
     root = run_dir / "uploads"
-    table = _table(result.predictions, root)
+    prepared = _prepare(uploads, root, run_dir / "faces", find_faces_first, progress)
+    result = None
+    if prepared.analysed:
+        progress(0.3, desc="Running the detectors")
+        result = analyze(
+            [str(p) for p in prepared.analysed],
+            detectors=list(detectors),
+            explainers=("gradcam",),
+            layers=("final",),
+            projection=None,
+            out=run_dir / "analysis",
+            labels=prepared.labels or None,
+            device=detectors[0].device,
+            progress=True,
+            report=False,
+        )
+        if projection != "none":
+            progress(0.8, desc="Computing the feature maps")
+            for detector in detectors:
+                write_projection(result, detector.name, projection)
+        progress(0.9, desc="Writing the report")
+        result = AnalysisResult(result.out)
+        write_report(result)
+    table = _table(result, prepared, detectors)
     csv_path = run_dir / "predictions.csv"
     table.to_csv(csv_path, index=False)
-    archive = shutil.make_archive(str(run_dir / "deepfake-xai-analysis"), "zip", result.out)
-    scatters = [_scatter(result, name, root) for name in scatter_order]
+    report_path = _report(result, run_dir)
+    archive = _archive(run_dir, csv_path, report_path, result)
+    scatters, points = {}, {}
+    for name in scatter_order:
+        scatters[name], points[name] = _scatter(result, name, prepared, projection)
     return [
-        _summary(table, uploads.skipped, projection),
+        _summary(table, prepared, uploads.skipped, result, detectors, projection),
         table,
         str(csv_path),
-        _gallery(result, detectors, root),
-        *scatters,
-        str(result.report_path) if result.report_path else None,
+        _gallery(result, detectors, prepared),
+        *scatters.values(),
+        str(report_path) if report_path else None,
         archive,
+        "",
+        points,
     ]
 
 
-def _file(path: str, root: Path) -> str:
+def _prepare(uploads, root: Path, faces_dir: Path, find_first: bool, progress: Any) -> Prepared:
+    """Decode each upload, find its faces and write the largest one framed, when asked."""
+    prepared = Prepared()
+    pairs = list(zip(uploads.images, uploads.labels, strict=True))
+    if find_first:
+        from ..faces import find_faces, frame_face
+
+        faces_dir.mkdir(parents=True, exist_ok=True)
+    for number, (path, folder_label) in enumerate(pairs):
+        progress((number / max(len(pairs), 1)) * 0.3, desc="Decoding and finding faces")
+        shown = _file(path, root)
+        label = folder_label or label_from_name(path)
+        if not find_first:
+            _add(prepared, path, shown, label)
+            continue
+        try:
+            picture = load_image(path, name=shown)
+        except ImageLoadError as exc:
+            prepared.unreadable.append((shown, exc.reason))
+            continue
+        found = find_faces(picture)
+        prepared.faces[shown] = len(found)
+        if not found:
+            prepared.no_face.append(shown)
+            continue
+        crop = faces_dir / f"{number:05d}.png"
+        frame_face(picture, found[0]).save(crop)
+        _add(prepared, crop, shown, label)
+    return prepared
+
+
+def _add(prepared: Prepared, path: Path, shown: str, label: str | None) -> None:
+    prepared.analysed.append(path)
+    prepared.shown[str(path)] = shown
+    if label:
+        prepared.labels[str(path)] = label
+
+
+def _file(path: str | Path, root: Path) -> str:
     """A path as the user knows it: relative to the upload folder, without Gradio's cache dirs."""
     try:
         relative = Path(path).relative_to(root)
@@ -156,57 +365,205 @@ def _file(path: str, root: Path) -> str:
         return Path(path).name
 
 
-def _table(predictions: pd.DataFrame, root: Path) -> pd.DataFrame:
-    files = [_file(p, root) for p in predictions["path"]]
-    table = predictions.assign(file=files, label=predictions["label"].fillna(""))
-    return table[TABLE_COLUMNS].sort_values(["file", "detector"], kind="stable")
+def _table(result: Any, prepared: Prepared, detectors: Sequence[Detector]) -> pd.DataFrame:
+    """One row per image and detector, readable names, rounded numbers, sorted by file."""
+    rows = []
+    if result is not None:
+        for row in result.predictions.itertuples():
+            shown = prepared.shown.get(row.path, Path(row.path).name)
+            error = row.error or ""
+            rows.append(
+                {
+                    "file": shown,
+                    "detector": _name(row.detector, detectors),
+                    P_FAKE: None if error else round(float(row.p_fake), 3),
+                    "verdict": "" if error else row.verdict,
+                    "label": row.label or "",
+                    "faces": prepared.faces.get(shown, ""),
+                    "note": f"unreadable: {error}" if error else "",
+                }
+            )
+    for shown, reason in prepared.unreadable:
+        rows += [_blank(shown, d, detectors, f"unreadable: {reason}") for d in detectors]
+    for shown in prepared.no_face:
+        rows += [_blank(shown, d, detectors, NO_FACE, faces=0) for d in detectors]
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    return table.sort_values(["file", "detector"], kind="stable").reset_index(drop=True)
 
 
-def _gallery(result: Any, detectors: Sequence[Detector], root: Path) -> list[tuple[Any, str]]:
-    """Overlays of the readable images, detector by detector, at most ``GALLERY_SIZE``."""
+def _blank(shown: str, detector: Detector, detectors, note: str, faces: Any = "") -> dict:
+    label = label_from_name(shown) or ""
+    return {
+        "file": shown,
+        "detector": _name(detector.name, detectors),
+        P_FAKE: None,
+        "verdict": "no face" if faces == 0 else "",
+        "label": label,
+        "faces": faces,
+        "note": note,
+    }
+
+
+def _name(detector: str, detectors: Sequence[Detector]) -> str:
+    for d in detectors:
+        if d.name == detector:
+            return display_name(d.name, d.architecture)
+    return detector
+
+
+def _gallery(result: Any, detectors: Sequence[Detector], prepared: Prepared) -> list:
+    """Overlays of the analysed faces, detector by detector, at most ``GALLERY_SIZE``."""
+    if result is None:
+        return []
     rows = result.predictions[result.predictions["error"] == ""]
     items: list[tuple[Any, str]] = []
     for detector in detectors:
+        title = display_name(detector.name, detector.architecture)
         for row in rows[rows["detector"] == detector.name].itertuples():
             if len(items) >= GALLERY_SIZE:
                 return items
-            caption = (
-                f"{_file(row.path, root)} · {display_name(detector.name, detector.architecture)}: "
-                f"{row.verdict} (P(fake) {row.p_fake:.0%})"
-            )
+            shown = prepared.shown.get(row.path, Path(row.path).name)
+            caption = f"{Path(shown).name} · {title}: {row.verdict} ({row.p_fake:.0%} fake)"
             items.append((result.overlay(int(row.index), detector.name), caption))
     return items
 
 
-def _scatter(result: Any, detector: str, root: Path) -> pd.DataFrame | None:
-    """The projection of one detector with a colour column, or None when it was not run."""
-    if detector not in result.detectors:
-        return None
+def _scatter(
+    result: Any, detector: str, prepared: Prepared, projection: str
+) -> tuple[Any, list[dict]]:
+    """One detector's map with readable columns, and its points for opening them."""
+    if result is None or projection == "none" or detector not in result.detectors:
+        return None, []
     try:
-        points = result.projection(detector)
+        frame = result.projection(detector)
     except FileNotFoundError:
-        return None
-    verdicts = ["fake" if p >= 0.5 else "real" for p in points["p_fake"]]
-    labels = points["label"].fillna("").astype(str)
-    colour = [
-        f"{lab}, predicted {v}" if lab else v for lab, v in zip(labels, verdicts, strict=True)
-    ]
-    files = [_file(p, root) for p in points["path"]]
+        return None, []
+    verdicts = ["said fake" if p >= 0.5 else "said real" for p in frame["p_fake"]]
+    labels = frame["label"].fillna("").astype(str)
+    colour = [f"{lab}, {v}" if lab else v for lab, v in zip(labels, verdicts, strict=True)]
+    files = [prepared.shown.get(p, Path(p).name) for p in frame["path"]]
     # no column may be called "path": gradio_client would take the plot for a file to download
-    return points.drop(columns="path").assign(file=files, colour=colour)
+    shown = pd.DataFrame(
+        {
+            "x": frame["x"],
+            "y": frame["y"],
+            "file": files,
+            P_FAKE: frame["p_fake"].round(3),
+            COLOUR: colour,
+        }
+    )
+    points = []
+    for row, file in zip(frame.itertuples(), files, strict=True):
+        points.append(
+            {
+                "x": float(row.x),
+                "file": file,
+                "p_fake": float(row.p_fake),
+                "index": int(row.index),
+                "out": str(result.out),
+            }
+        )
+    title = PROJECTION_NAMES.get(projection, projection)
+    plot = gr.ScatterPlot(
+        value=shown,
+        x_title=f"{title} axis 1 (of the penultimate features)",
+        y_title=f"{title} axis 2",
+    )
+    return plot, points
 
 
-def _summary(table: pd.DataFrame, skipped: Sequence[str], projection: str) -> str:
-    """A few lines: counts, unreadable images, skipped uploads."""
+def _summary(
+    table: pd.DataFrame,
+    prepared: Prepared,
+    skipped: Sequence[str],
+    result: Any,
+    detectors: Sequence[Detector],
+    projection: str,
+) -> str:
+    """Counts, verdicts per detector and, with labels, accuracy, ROC AUC and confusion matrices."""
     images = table["file"].nunique()
-    failed = table[table["error"] != ""].drop_duplicates("file")
-    lines = [f"**{images} images analysed** by {table['detector'].nunique()} detector(s)."]
-    if projection != "none" and images - len(failed) < MIN_POINTS:
-        lines.append(f"The projection needs at least {MIN_POINTS} readable images.")
-    if len(failed):
-        lines.append(f"**{len(failed)} unreadable:**")
-        lines.extend(f"- {row.file}: {row.error}" for row in failed.itertuples())
+    unreadable = table[table["note"].str.startswith("unreadable")]["file"].nunique()
+    analysed = images - unreadable - len(prepared.no_face)
+    parts = [f"**{images} images**: {analysed} analysed"]
+    if prepared.no_face:
+        parts.append(f"{len(prepared.no_face)} with no face found (no verdict)")
+    if unreadable:
+        parts.append(f"{unreadable} unreadable")
+    several = sum(1 for n in prepared.faces.values() if n > 1)
+    lines = [", ".join(parts) + "."]
+    if several:
+        lines.append(f"{several} image(s) held several faces: the largest was analysed.")
+    metrics = (result.summary.get("metrics", {}) if result is not None else {}) or {}
+    lines += ["", "| detector | said fake | said real | accuracy | ROC AUC | labelled |"]
+    lines.append("|---|---:|---:|---:|---:|---:|")
+    for detector in detectors:
+        title = display_name(detector.name, detector.architecture)
+        rows = table[table["detector"] == title]
+        m = metrics.get(detector.name, {})
+        lines.append(
+            f"| {plain(title)} | {(rows['verdict'] == 'fake').sum()} | "
+            f"{(rows['verdict'] == 'real').sum()} | {_pct(m.get('accuracy'))} | "
+            f"{_num(m.get('roc_auc'))} | {m.get('n', 0)} |"
+        )
+    for detector in detectors:
+        m = metrics.get(detector.name)
+        if m and m.get("n"):
+            title = plain(display_name(detector.name, detector.architecture))
+            lines += [
+                "",
+                f"| {title}: confusion | said real | said fake |",
+                "|---|---:|---:|",
+                f"| really real | {m['tn']} | {m['fp']} |",
+                f"| really fake | {m['fn']} | {m['tp']} |",
+            ]
+    if not metrics:
+        lines += ["", "_No labels: name files `real_...` / `fake_...` or use `real/` and "
+                  "`fake/` folders in a .zip to get accuracy and a confusion matrix._"]  # fmt: skip
+    if projection != "none" and 0 < analysed < MIN_POINTS:
+        lines.append(f"\nThe feature map needs at least {MIN_POINTS} analysed faces.")
+    bad = table[table["note"].str.startswith("unreadable")].drop_duplicates("file")
+    if len(bad):
+        lines.append(f"\n**Unreadable ({len(bad)}):**")
+        lines += [f"- {plain(row.file)}: {plain(row.note[12:])}" for row in bad.itertuples()]
     if skipped:
-        lines.append(f"**{len(skipped)} files skipped:**")
-        lines.extend(f"- {reason}" for reason in skipped)
-    return "\n".join(html.escape(line, quote=False) for line in lines)
+        lines.append(f"\n**Skipped ({len(skipped)}):**")
+        lines += [f"- {plain(reason)}" for reason in skipped]
+    lines.append(
+        f"\nHeatmaps: {METHOD_NAMES['gradcam']}, last layer. Threshold: P(fake) ≥ 0.5 is fake."
+    )
+    return "\n".join(lines)
+
+
+def _pct(value: Any) -> str:
+    return f"{value:.1%}" if isinstance(value, float) else "n/a"
+
+
+def _num(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else "n/a"
+
+
+def _report(result: Any, run_dir: Path) -> Path | None:
+    """report.html with the upload folder's server path taken out of the file names."""
+    if result is None or result.report_path is None:
+        return None
+    text = result.report_path.read_text(encoding="utf-8")
+    for prefix in (str(run_dir / "uploads"), str(run_dir / "faces"), str(run_dir)):
+        text = text.replace(prefix + "/", "").replace(html.escape(prefix) + "/", "")
+    path = run_dir / "report.html"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _archive(run_dir: Path, csv_path: Path, report: Path | None, result: Any) -> str:
+    """A zip of the predictions, the report and the heatmaps; no server path inside."""
+    path = run_dir / "deepfake-xai-analysis.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(csv_path, "predictions.csv")
+        if report is not None:
+            zf.write(report, "report.html")
+        if result is not None:
+            for item in sorted((result.out / "cams").glob("*.npy")):
+                zf.write(item, f"heatmaps/{item.name}")
+            for item in sorted(result.out.glob("projection*.png")):
+                zf.write(item, item.name)
+    return str(path)

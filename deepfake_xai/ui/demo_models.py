@@ -1,10 +1,12 @@
-"""Which detectors the app serves, and the demo detectors it trains when given none.
+"""Which detectors the app serves, and the synthetic demo detectors it trains on request.
 
-With no detector, no checkpoint and no ``$DEEPFAKE_XAI_CHECKPOINTS``, the app serves demo
-detectors: :func:`prepare_demo_models` generates the synthetic face set, trains both built-in
-detectors on it briefly with :func:`deepfake_xai.training.train`, and caches the result under
-``$DEEPFAKE_XAI_CACHE/demo`` (default ``~/.cache/deepfake-xai/demo``), keyed by its settings,
-so later starts load it in seconds.
+In order: detectors or checkpoints given by the caller, else ``$DEEPFAKE_XAI_CHECKPOINTS``, else
+the detectors shipped inside the package (trained on real faces, see
+:mod:`deepfake_xai.detectors.shipped`), else the synthetic demo detectors. Those (also chosen with
+``synthetic=True``, for the pointing-game demonstration) come from :func:`prepare_demo_models`:
+it generates the synthetic face set, trains both built-in detectors on it briefly with
+:func:`deepfake_xai.training.train`, and caches the result under ``$DEEPFAKE_XAI_CACHE/demo``
+(default ``~/.cache/deepfake-xai/demo``), keyed by its settings, so later starts take seconds.
 """
 
 from __future__ import annotations
@@ -68,15 +70,20 @@ def resolve_models(
     *,
     device: str = "auto",
     config: DemoConfig | None = None,
+    synthetic: bool = False,
 ) -> DemoModels:
-    """Detectors given as objects or names, else checkpoints, else the env var, else the demo.
+    """Detectors given as objects or names, else checkpoints, else the env var, else the shipped
+    detectors, else (or with ``synthetic``) the synthetic demo ones.
 
     Loaded as :func:`deepfake_xai.analyze` loads them: checkpoints of the same detector are told
     apart as ``name@<file stem>``.
     """
     from ..analysis.analyzer import load_detectors
+    from ..detectors.shipped import shipped_checkpoints
 
     sources: Sequence[Any] = detectors or checkpoints or _env_checkpoints()
+    if not sources and not synthetic:
+        sources = shipped_checkpoints()
     if not sources:
         return prepare_demo_models(config, device=device)
     return DemoModels(load_detectors(list(sources), resolve_device(device)))

@@ -1,14 +1,20 @@
-"""The "Inspect one image" tab: every loaded detector side by side on one upload.
+"""The "Inspect one image" tab: find the face, then every loaded detector side by side on it.
 
-Each detector gets a fixed slot built when the app is built (verdict, heatmap overlay, a
-plain-language reading with its time); the work is :func:`deepfake_xai.engine.explain`.
+Each detector gets a fixed slot (verdict, heatmap overlay drawn at the displayed size, its colour
+key, a plain-language reading). The event's first outputs are the same whatever the detectors:
+the result as JSON (P(fake), verdict, face box, timing per detector), a download (that JSON plus
+heatmap PNGs), the status next to the input (where errors stay) and the faces found.
 """
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -16,14 +22,35 @@ from PIL import Image, ImageDraw
 
 from ..detectors import Detector
 from ..engine import explain
-from ..explainers.base import TARGETS
 from ..images import ImageLoadError, load_image
-from .errors import friendly, unreadable, user_error
-from .text import Box, display_name, reading
+from ..render import heatmap_image, overlay
+from .legend import heatmap_key
+from .text import (
+    LAYER_NAMES,
+    METHOD_NAMES,
+    attention_regions,
+    display_name,
+    method_name,
+    plain,
+    reading,
+    verdict,
+)
+from .uploads import prune_runs
 
 LAYERS = ("final", "mid")
-FACE_MARGIN = 0.4
-DISPLAY_SIZE = 320  # overlays of smaller detector inputs are drawn on an upscaled copy
+DISPLAY_SIZE = 448  # overlays are drawn at this size: at least what the page shows
+THRESHOLD = 0.5
+KEEP_DOWNLOADS = 16
+NO_FACE = (
+    "No face found, so no verdict is given: these detectors judge faces, and a score on "
+    "anything else would mean nothing. If there is a face, crop the photo closer to it, or "
+    'untick "Find the face first" to score the whole image anyway.'
+)
+TARGET_CHOICES = [
+    ("fake (why it could be fake)", "fake"),
+    ("real", "real"),
+    ("the verdict", "predicted"),
+]
 
 
 @dataclass
@@ -33,68 +60,151 @@ class Slot:
     detector: Detector
     verdict: gr.Label
     overlay: gr.Image
+    key: gr.HTML
     reading: gr.Markdown
 
     @property
     def components(self) -> list[gr.components.Component]:
-        return [self.verdict, self.overlay, self.reading]
+        return [self.verdict, self.overlay, self.key, self.reading]
 
 
-@dataclass
-class FaceCrop:
-    """The square around a face that is analysed, the face within it, and the marked input."""
-
-    image: Image.Image
-    face: Box | None
-    marked: Image.Image | None
+class InspectProblem(ValueError):
+    """A request that cannot be analysed; the message is shown next to the input."""
 
 
 def build_inspect_tab(
     detectors: Sequence[Detector],
     explainers: Sequence[str],
-    examples: Sequence[str],
+    examples: Sequence[tuple[str, str]],
     faces: bool,
+    work_dir: str,
     concurrency_id: str,
 ) -> None:
-    """Lay out the tab inside the current ``gr.Blocks`` and wire its one event (``/inspect``)."""
+    """Lay out the tab inside the current ``gr.Blocks`` and wire ``/inspect``.
+
+    ``examples`` are (path, caption) pairs; ``faces`` says whether face detection is installed.
+    """
     names = [d.name for d in detectors]
     with gr.Row():
-        with gr.Column(scale=1, min_width=280):
-            inputs = [
-                gr.Image(
-                    sources=["upload", "webcam", "clipboard"],
-                    type="filepath",
-                    label="Face photo",
-                    height=320,
-                    elem_id="inspect-image",
-                ),
-                gr.CheckboxGroup(names, value=names, label="Detectors"),
-                gr.Dropdown(
-                    list(explainers), value=_default(explainers, "gradcam"), label="Explainer"
-                ),
-                gr.Radio(list(LAYERS), value="final", label="Layer (Grad-CAM family)"),
-                gr.Radio(list(TARGETS), value="fake", label="Explain the evidence for"),
-                gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Overlay opacity"),
-            ]
-            with gr.Accordion("Face crop", open=False, visible=faces):
-                inputs.append(gr.Checkbox(value=False, label="Crop to the face first"))
-                face_view = gr.Image(label="Face found", interactive=False, height=240)
+        with gr.Column(scale=2, min_width=300):
+            image = gr.Image(
+                sources=["upload", "clipboard", "webcam"],
+                type="filepath",
+                label="Face photo",
+                height=300,
+                elem_id="inspect-image",
+            )
+            status = gr.Markdown(
+                label="Status: why an image cannot be analysed",
+                elem_id="inspect-status",
+                elem_classes=["status"],
+            )
+            gr.Markdown(
+                "JPEG, PNG, WebP, HEIC... up to 200 MB; the photo is deleted from the server "
+                "within 2 hours (see About).",
+                elem_classes=["hint"],
+            )
+            find_first = gr.Checkbox(
+                value=faces,
+                interactive=faces,
+                label="Find the face first",
+                info="Detect faces (MTCNN), analyse the largest one framed like the training "
+                "photos; an image with no face gets no verdict."
+                if faces
+                else "Face detection is not installed on this server (the [faces] extra).",
+                elem_id="find-faces",
+            )
             button = gr.Button("Analyse", variant="primary", elem_id="inspect-button")
             if examples:
-                gr.Examples(list(examples), inputs=inputs[0], label="Examples")
-        with gr.Column(scale=3), gr.Row(equal_height=True):
-            slots = [_slot(detector) for detector in detectors]
+                gr.Examples(
+                    [path for path, _ in examples],
+                    inputs=image,
+                    label="Labelled examples: click one, then Analyse",
+                    example_labels=[short_caption(caption) for _, caption in examples],
+                    examples_per_page=8,
+                )
+                gr.Markdown(
+                    "Sources: " + "; ".join(plain(caption) for _, caption in examples) + ".",
+                    elem_classes=["hint"],
+                    elem_id="example-sources",
+                )
+            with gr.Accordion("Explanation settings", open=False):
+                chosen = gr.CheckboxGroup(
+                    [(display_name(d.name, d.architecture), d.name) for d in detectors],
+                    value=names,
+                    label="Detectors",
+                    info="Which loaded detectors to run (see the About tab for each one).",
+                )
+                method = gr.Dropdown(
+                    [(METHOD_NAMES.get(e, e), e) for e in explainers],
+                    value="gradcam" if "gradcam" in explainers else explainers[0],
+                    label="Heatmap method",
+                    info="Grad-CAM is fast and coarse; the pixel methods (Integrated Gradients, "
+                    "saliency, occlusion) are finer and slower.",
+                )
+                layer = gr.Radio(
+                    [(LAYER_NAMES[name].split(":")[0].capitalize(), name) for name in LAYERS],
+                    value="final",
+                    label="Layer (Grad-CAM family only)",
+                    info="Last layer: where the decision is made, coarse. Middle layer: finer.",
+                )
+                target = gr.Radio(
+                    TARGET_CHOICES,
+                    value="fake",
+                    label="Show the evidence for",
+                    info="Which class the heatmap explains.",
+                )
+                opacity = gr.Slider(
+                    0.0,
+                    1.0,
+                    value=0.5,
+                    step=0.05,
+                    label="Heatmap opacity",
+                    info="0 shows the photo alone, 1 the heatmap alone.",
+                )
+        with gr.Column(scale=5):
+            with gr.Row(equal_height=False):
+                faces_view = gr.Image(
+                    label="Faces found",
+                    interactive=False,
+                    height=220,
+                    elem_id="faces-view",
+                )
+                face_note = gr.Markdown(label="Face search", elem_id="face-note")
+            with gr.Row(equal_height=True):
+                slots = [_slot(detector) for detector in detectors]
+            download = gr.File(
+                label="Download: result.json + heatmap PNGs (.zip)",
+                interactive=False,
+                height=80,
+                elem_id="inspect-download",
+            )
+            with gr.Accordion("Result as JSON (the same as the API returns)", open=False):
+                result = gr.JSON(
+                    label="Result (JSON): P(fake), verdict, face box and timing per detector",
+                    elem_id="inspect-json",
+                )
 
-    @friendly
-    def run_inspect(image, detectors, explainer, layer, target, opacity, face_crop):
-        return inspect(slots, image, detectors, explainer, layer, target, opacity, face_crop)
+    def run_inspect(image, detectors, explainer, layer, target, opacity, find_faces):
+        """``image`` is the upload; ``find_faces`` finds the face before any verdict."""
+        return inspect(
+            slots, image, detectors, explainer, layer, target, opacity, find_faces, Path(work_dir)
+        )
 
+    image.upload(
+        check_upload, inputs=image, outputs=[image, status], preprocess=False, queue=False,
+        api_visibility="private",
+    )  # fmt: skip
     button.click(
         run_inspect,
-        inputs=inputs,
-        outputs=[c for slot in slots for c in slot.components] + [face_view],
+        inputs=[image, chosen, method, layer, target, opacity, find_first],
+        outputs=[result, download, status, faces_view, face_note]
+        + [c for slot in slots for c in slot.components],
         api_name="inspect",
-        api_description="Verdict, heatmap overlay and reading per detector for one image.",
+        api_description=(
+            "One image: finds the face, then per detector P(fake), verdict, heatmap and reading. "
+            "The first output is the result as JSON (errors in its 'error' field)."
+        ),
         preprocess=False,
         concurrency_id=concurrency_id,
     )
@@ -102,8 +212,8 @@ def build_inspect_tab(
 
 def _slot(detector: Detector) -> Slot:
     title = display_name(detector.name, detector.architecture)
-    with gr.Column(min_width=240, elem_classes=["detector-slot"]):
-        gr.Markdown(f"### {title}")
+    with gr.Column(min_width=260, elem_classes=["detector-slot"]):
+        gr.Markdown(f"### {plain(title)}")
         return Slot(
             detector,
             gr.Label(num_top_classes=2, label=f"{title}: verdict", elem_classes=["verdict"]),
@@ -111,11 +221,33 @@ def _slot(detector: Detector) -> Slot:
                 label=f"{title}: heatmap",
                 format="jpeg",  # PNG encoding took ~50 ms per overlay, JPEG under 1 ms
                 interactive=False,
-                height=DISPLAY_SIZE,
+                height=DISPLAY_SIZE * 3 // 4,
                 elem_classes=["overlay"],
             ),
-            gr.Markdown(elem_classes=["reading"]),
+            gr.HTML(elem_classes=["key"], label=f"{title}: heatmap key"),
+            gr.Markdown(elem_classes=["reading"], label=f"{title}: reading"),
         )
+
+
+def short_caption(caption: str) -> str:
+    """An example's caption without its source (the part before the first parenthesis)."""
+    return caption.split(" (")[0].split(";")[0]
+
+
+def check_upload(upload: Mapping[str, Any] | None) -> tuple[Any, str]:
+    """Refuse a file that is not an image as soon as it is uploaded (the reason stays shown)."""
+    if not upload or not upload.get("path"):
+        return gr.update(), ""
+    name = upload.get("orig_name") or Path(upload["path"]).name
+    try:
+        load_image(upload["path"], name=name)
+    except ImageLoadError as exc:
+        return None, problem_text(f"{name} is not a readable image: {exc.reason}")
+    return gr.update(), ""
+
+
+def problem_text(message: str) -> str:
+    return f"**Cannot analyse this.** {plain(message)}"
 
 
 def inspect(
@@ -126,86 +258,171 @@ def inspect(
     layer: str,
     target: str,
     opacity: float,
-    face_crop: bool,
+    find_faces_first: bool,
+    work_dir: Path,
 ) -> list[Any]:
-    """Run the chosen detectors on one uploaded image; values for every slot plus the face view.
+    """Values for every output: JSON, download, status, faces, face note, then each slot's.
 
     ``upload`` is Gradio's raw file payload (the event skips Gradio's own decoding, so that a
     bad file is judged by :func:`deepfake_xai.images.load_image` and reported by name).
     """
-    if not upload or not upload.get("path"):
-        raise user_error("upload an image first")
-    chosen = list(chosen or [])
-    if not chosen:
-        raise user_error("choose at least one detector")
-    name = upload.get("orig_name") or "the uploaded image"
+    empty_slots = [None, None, "", ""] * len(slots)
     try:
-        picture = load_image(upload["path"], name=name)
-    except ImageLoadError as exc:
-        raise unreadable(name, exc) from None
-    crop = _face_crop(picture) if face_crop else FaceCrop(picture, None, None)
+        name, picture = _read(upload, chosen)
+    except InspectProblem as exc:
+        return [{"error": str(exc)}, None, problem_text(str(exc)), None, "", *empty_slots]
+    record: dict[str, Any] = {"file": name, "image_size": list(picture.size)}
+    faces, analysed = _faces(picture, find_faces_first)
+    record["face_search"] = bool(find_faces_first)
+    record["faces"] = [face.as_dict() for face in faces]
+    if find_faces_first and not faces:
+        record.update(verdict_given=False, message=NO_FACE, detectors={})
+        slots_out = [None, None, "", "_No face found: no verdict._"] * len(slots)
+        return [record, None, "", picture, f"### No face found\n\n{NO_FACE}", *slots_out]
+    record["face_analysed"] = faces[0].as_dict() if faces else None
+    record.update(verdict_given=True, explainer=method, layer=layer, target=target, detectors={})
     values: list[Any] = []
+    pictures: dict[str, Image.Image] = {}
     for slot in slots:
-        if slot.detector.name in chosen:
-            values.extend(_explain_one(slot.detector, crop, method, layer, target, opacity))
-        else:
-            values.extend([None, None, "_not selected_"])
-    return [*values, crop.marked]
+        if slot.detector.name not in chosen:
+            values.extend([None, None, "", "_Not selected._"])
+            continue
+        entry, shown, heat, p_fake = _explain_one(
+            slot.detector, analysed, method, layer, target, opacity
+        )
+        record["detectors"][slot.detector.name] = entry
+        pictures[f"{_safe(slot.detector.name)}-overlay.png"] = shown
+        pictures[f"{_safe(slot.detector.name)}-heatmap.png"] = heat
+        values.extend(
+            [
+                {"fake": p_fake, "real": 1.0 - p_fake},
+                shown,
+                heatmap_key(method, entry["layer"], entry["explained"]),
+                entry["reading"],
+            ]
+        )
+    archive = _download(record, pictures, work_dir)
+    note = _face_note(faces, find_faces_first)
+    return [record, archive, "", _marked(picture, faces) if faces else None, note, *values]
+
+
+def _read(
+    upload: Mapping[str, Any] | None, chosen: Sequence[str] | None
+) -> tuple[str, Image.Image]:
+    if not upload or not upload.get("path"):
+        raise InspectProblem("upload an image first")
+    if not chosen:
+        raise InspectProblem("choose at least one detector (under Explanation settings)")
+    name = upload.get("orig_name") or Path(upload["path"]).name
+    try:
+        return name, load_image(upload["path"], name=name)
+    except ImageLoadError as exc:
+        raise InspectProblem(f"{name} is not a readable image: {exc.reason}") from None
+
+
+def _faces(picture: Image.Image, find_first: bool) -> tuple[list, Image.Image]:
+    """The faces found (largest first) and the image to analyse: the largest, framed."""
+    if not find_first:
+        return [], picture
+    from ..faces import FacesExtraMissing, find_faces, frame_face
+
+    try:
+        faces = find_faces(picture)
+    except FacesExtraMissing as exc:
+        raise InspectProblem(str(exc)) from None
+    return faces, frame_face(picture, faces[0]) if faces else picture
+
+
+def _face_note(faces: Sequence[Any], find_first: bool) -> str:
+    if not find_first:
+        return "Face search is off: the whole image was scored."
+    if len(faces) == 1:
+        return "One face found; it is analysed, framed like the photos the detectors learnt from."
+    return (
+        f"{len(faces)} faces found; the largest (numbered 1) is analysed. Every face's box is in "
+        "the JSON result; crop the photo to analyse another one."
+    )
+
+
+def _marked(picture: Image.Image, faces: Sequence[Any]) -> Image.Image:
+    """The upload with every face boxed and numbered, largest first."""
+    marked = picture.copy()
+    draw = ImageDraw.Draw(marked)
+    width = max(2, round(min(picture.size) / 150))
+    for number, box in enumerate(faces, start=1):
+        colour = (0, 220, 0) if number == 1 else (255, 200, 0)
+        draw.rectangle(
+            (box.x, box.y, box.x + box.width, box.y + box.height), outline=colour, width=width
+        )
+        draw.text(
+            (box.x + width, box.y + width),
+            str(number),
+            fill=colour,
+            font_size=max(12, box.height // 6),
+        )
+    return marked
 
 
 def _explain_one(
-    detector: Detector, crop: FaceCrop, method: str, layer: str, target: str, opacity: float
-) -> list[Any]:
-    """Verdict, overlay and reading of one detector."""
+    detector: Detector, face: Image.Image, method: str, layer: str, target: str, opacity: float
+) -> tuple[dict[str, Any], Image.Image, Image.Image, float]:
+    """The JSON entry, the overlay, the heatmap image and P(fake) of one detector."""
     start = time.perf_counter()
-    result = explain(detector, [crop.image], method=method, layers=(layer,), target=target)
+    result = explain(detector, [face], method=method, layers=(layer,), target=target)
     seconds = time.perf_counter() - start
     key = layer if layer in result.heatmaps else next(iter(result.heatmaps))
+    heatmap = result.heatmaps[key].numpy()[0]
     p_fake = float(result.probs[0])
     explained = "fake" if int(result.targets[0]) == 1 else "real"
-    name = display_name(detector.name, detector.architecture)
-    text = reading(name, p_fake, result.heatmaps[key].numpy()[0], target=explained, face=crop.face)
-    where = "" if key == "input" else f" at {key}"
-    return [
-        {"fake": p_fake, "real": 1.0 - p_fake},
-        result.overlay(0, key, alpha=opacity, image=_display_copy(result.images[0])),
-        f"{text}\n\n<small>{result.method}{where} · {seconds * 1000:.0f} ms</small>",
-    ]
+    title = display_name(detector.name, detector.architecture)
+    attention = attention_regions(heatmap)
+    shown = _display_copy(result.images[0])
+    drawn = shown if attention.flat else overlay(shown, heatmap, alpha=opacity)
+    label, confidence = verdict(p_fake)
+    entry = {
+        "display_name": title,
+        "p_fake": round(p_fake, 4),
+        "verdict": label,
+        "confidence": round(confidence, 4),
+        "threshold": THRESHOLD,
+        "explained": explained,
+        "method": method_name(method, key),
+        "layer": key,
+        "attention": {region: round(share, 3) for region, share in attention.shares},
+        "heatmap_flat": attention.flat,
+        "reading": reading(title, p_fake, heatmap, target=explained),
+        "seconds": round(seconds, 3),
+    }
+    return entry, drawn, heatmap_image(heatmap, size=shown.size), p_fake
 
 
 def _display_copy(image: Image.Image) -> Image.Image:
-    """The harmonised input, upscaled to at least ``DISPLAY_SIZE`` wide for a readable overlay."""
-    if image.width >= DISPLAY_SIZE:
+    """The harmonised input resized to ``DISPLAY_SIZE`` wide, so overlays are drawn sharp."""
+    if image.width == DISPLAY_SIZE:
         return image
     height = round(image.height * DISPLAY_SIZE / image.width)
     return image.resize((DISPLAY_SIZE, height), Image.Resampling.BICUBIC)
 
 
-def _face_crop(image: Image.Image) -> FaceCrop:
-    """The square around the largest face (``FACE_MARGIN`` of its size around it), or an error."""
-    from ..faces import EXTRA_HINT, detect_face, face_square, faces_available
-
-    if not faces_available():
-        raise user_error(f"the face crop is not available on this server: {EXTRA_HINT}")
-    box = detect_face(image)
-    if box is None:
-        raise user_error("no face found in the image; untick 'Crop to the face first'")
-    left, top, right, _ = square_box = face_square(box, FACE_MARGIN)
-    side = right - left
-    square = image.crop(square_box)
-    face = (
-        (box.x - left) / side,
-        (box.y - top) / side,
-        (box.x + box.width - left) / side,
-        (box.y + box.height - top) / side,
-    )
-    marked = image.copy()
-    width = max(2, round(min(image.size) / 150))
-    ImageDraw.Draw(marked).rectangle(
-        (box.x, box.y, box.x + box.width, box.y + box.height), outline=(0, 255, 0), width=width
-    )
-    return FaceCrop(square, face, marked)
+def _download(
+    record: Mapping[str, Any], pictures: Mapping[str, Image.Image], work_dir: Path
+) -> str:
+    """A zip of ``result.json`` and the heatmap PNGs, in a fresh folder under ``work_dir``."""
+    root = work_dir / "downloads"
+    root.mkdir(parents=True, exist_ok=True)
+    prune_runs(root, KEEP_DOWNLOADS - 1)
+    folder = root / uuid.uuid4().hex[:12]
+    folder.mkdir()
+    stem = _safe(Path(record["file"]).stem) or "image"
+    path = folder / f"{stem}-deepfake-xai.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("result.json", json.dumps(record, indent=2, ensure_ascii=False))
+        for name, picture in pictures.items():
+            with zf.open(name, "w") as handle:
+                picture.save(handle, format="PNG")
+    return str(path)
 
 
-def _default(choices: Sequence[str], preferred: str) -> str | None:
-    return preferred if preferred in choices else (choices[0] if choices else None)
+def _safe(name: str) -> str:
+    """A file-name-safe version of ``name``."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]

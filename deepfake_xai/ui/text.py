@@ -8,6 +8,7 @@ hairline, the eyes, the nose and cheeks, the mouth and chin; outside it is backg
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,7 +33,34 @@ _GRID = 64  # heatmaps are resampled to this grid before their pixels are counte
 _HOT_FRACTION = 0.1  # at most this share of pixels (those above half the peak) is "hot"
 _FLAT = 0.05  # a map whose values span less than this has no focus
 
-ARCHITECTURE_NAMES = {"efficientnet_b0": "EfficientNet-B0", "mobilenetv2_100": "MobileNetV2"}
+ARCHITECTURE_NAMES = {
+    "efficientnet_b0": "EfficientNet-B0",
+    "mobilenetv2_100": "MobileNetV2",
+    "efficientnet_lite0": "EfficientNet-Lite0",
+    "tf_efficientnet_lite0": "EfficientNet-Lite0",
+}
+# Explainers and layers as a person reads them: a name, and what the map shows.
+METHOD_NAMES = {
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
+    "layercam": "LayerCAM",
+    "integrated_gradients": "Integrated Gradients",
+    "saliency": "Saliency (pixel gradients)",
+    "occlusion": "Occlusion",
+}
+LAYER_NAMES = {
+    "final": "last layer: coarse, where the decision is made",
+    "mid": "middle layer: finer, earlier evidence",
+    "input": "pixels: how much each pixel moved the score",
+}
+# How the regions read in a sentence.
+SPOKEN = {
+    FOREHEAD: "the forehead and hairline",
+    EYES: "the eyes",
+    NOSE: "the nose and cheeks",
+    MOUTH: "the mouth and chin",
+    BACKGROUND: "the background around the face",
+}
 
 Box = tuple[float, float, float, float]
 
@@ -61,6 +89,25 @@ def display_name(detector_name: str, architecture: str = "") -> str:
         ARCHITECTURE_NAMES.get(detector_name)
         or ARCHITECTURE_NAMES.get(architecture)
         or (detector_name)
+    )
+
+
+def plain(text: object) -> str:
+    """Text shown as plain text inside Markdown (file names, checkpoint fields), not as markup."""
+    return html.escape(str(text)).replace("*", r"\*").replace("_", r"\_").replace("`", "'")
+
+
+def method_name(method: str, layer: str | None = None) -> str:
+    """``"Grad-CAM, last layer: coarse, where the decision is made"``; unknown ids as they are."""
+    name = METHOD_NAMES.get(method, method)
+    return f"{name}, {LAYER_NAMES.get(layer, layer)}" if layer else name
+
+
+def how_to_read(target: str) -> str:
+    """The one-line key under every heatmap."""
+    return (
+        f'Red: where the evidence for "{target}" is strongest; blue: none. Colours are '
+        "relative to this image's own strongest point, not comparable across images."
     )
 
 
@@ -110,13 +157,25 @@ def reading(
     the other class than the verdict says so.
     """
     label, confidence = verdict(p_fake)
-    sentence = f"{name} says {label} with {confidence:.0%} confidence"
-    regions = attention_regions(heatmap, face).top()
+    sentence = f"{name} says {label} with {confidence:.0%} confidence."
+    regions = [SPOKEN[r] for r in attention_regions(heatmap, face).top()]
     evidence = "its attention" if target == label else f"its evidence for {target}"
     if not regions:
-        return f"{sentence}; {evidence} has no clear focus (the heatmap is flat)."
-    return f"{sentence}; {evidence} is on the {_join(regions)}."
+        return f"{sentence} {FLAT_NOTE.format(evidence=evidence.capitalize())}"
+    where = regions[0] if len(regions) == 1 else f"{regions[0]}, and also on {_join(regions[1:])}"
+    return f"{sentence} {evidence.capitalize()} is mostly on {where}."
+
+
+FLAT_NOTE = (
+    "{evidence} has no clear focus: the heatmap is flat (nearly the same everywhere), so it is "
+    "not drawn; the verdict rests on the whole image rather than on one region."
+)
 
 
 def _join(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def is_flat(heatmap: np.ndarray) -> bool:
+    """True when the map's values span too little to point anywhere."""
+    return attention_regions(heatmap).flat

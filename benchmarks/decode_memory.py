@@ -87,10 +87,8 @@ def make_file(kind: str, side: int, folder: Path) -> Path:
 def measure(path: Path, side: str) -> dict:
     """In this process: peak RSS growth of one decode by ``side`` (``gate`` or ``pillow``)."""
     from deepfake_xai.images import decode_cost, load_image
-    from deepfake_xai.images import _opened as opened
 
-    with opened(str(path)) as (img, _):
-        estimate = decode_cost(img)
+    estimate = decode_cost(path)
     data = path.read_bytes()  # the page cache and the file's bytes are not the decode's
     del data
     before = rss_bytes()
@@ -141,8 +139,12 @@ def main(argv: list[str] | None = None) -> None:
             path = make_file(kind, args.side, Path(tmp))
             gate = measure_in_subprocess(path, "gate")
             pillow = measure_in_subprocess(path, "pillow")
-            rows.append({"kind": kind, "file_bytes": path.stat().st_size, "gate": gate, "pillow": pillow})
-            print(kind, round(gate["peak_bytes"] / MIB), round(pillow["peak_bytes"] / MIB), flush=True)
+            rows.append(
+                {"kind": kind, "file_bytes": path.stat().st_size, "gate": gate, "pillow": pillow}
+            )
+            print(
+                kind, round(gate["peak_bytes"] / MIB), round(pillow["peak_bytes"] / MIB), flush=True
+            )
     report = {
         "command": command_line("decode_memory.py", argv),
         "machine": machine(),
@@ -174,9 +176,7 @@ def _table(report: dict) -> list[str]:
         gate, pillow = row["gate"], row["pillow"]
         ratio = gate["peak_bytes"] / gate["estimate_bytes"]
         refused = "yes" if gate["estimate_bytes"] > 512 * MIB else "no"
-        pillow_peak = (
-            f"{pillow['peak_bytes'] / MIB:.0f}" if pillow["outcome"] == "ok" else "fails"
-        )
+        pillow_peak = f"{pillow['peak_bytes'] / MIB:.0f}" if pillow["outcome"] == "ok" else "fails"
         lines.append(
             f"| {row['kind']} | {row['file_bytes'] / 1024:.0f} | {gate['peak_bytes'] / MIB:.0f} "
             f"| {gate['estimate_bytes'] / MIB:.0f} | {ratio:.2f} | {pillow_peak} "

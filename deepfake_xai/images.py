@@ -218,8 +218,24 @@ def image_size(
         return size
 
 
-def decode_cost(img: Image.Image, draft_side: int | None = None) -> int:
-    """Bytes one :func:`load_image` decode of the opened (not yet loaded) ``img`` may take at peak.
+def decode_cost(
+    source: ImageSource, *, draft_size: tuple[int, int] | None = None, name: str | None = None
+) -> int:
+    """Bytes :func:`load_image` may take at peak to decode the encoded ``source``, estimated
+    from its header alone (the figure compared with ``max_decode_bytes``).
+
+    Raises:
+        ImageLoadError: the header cannot be read; PIL images and arrays have nothing to decode.
+    """
+    with _guard(name or describe_source(source)):
+        if isinstance(source, (Image.Image, np.ndarray)):
+            raise _Reject("already decoded: only encoded images have a decode cost")
+        with _opened(source) as (img, _):
+            return _decode_cost(img, max(draft_size) if draft_size else None)
+
+
+def _decode_cost(img: Image.Image, draft_side: int | None) -> int:
+    """Bytes one decode of the opened (not yet loaded) ``img`` may take at peak.
 
     From the header alone: the decoder's output at its bytes per pixel plus the RGB result (4
     bytes per pixel in Pillow), the 8-bit strip conversion of 16/32-bit data, the RGBA copy that
@@ -427,7 +443,7 @@ def _check_size(size: tuple[int, int], max_pixels: int, max_aspect: float) -> No
 
 def _check_budget(img: Image.Image, draft_side: int | None, max_decode_bytes: int) -> None:
     """Refuse a decode whose estimated peak memory exceeds ``max_decode_bytes``."""
-    cost = decode_cost(img, draft_side)
+    cost = _decode_cost(img, draft_side)
     if cost > max_decode_bytes:
         w, h = img.size
         raise _Reject(
@@ -555,7 +571,9 @@ def _to_uint8(a: np.ndarray, unit_range: bool) -> np.ndarray:
 def _wide_to_l(img: Image.Image) -> Image.Image:
     """16/32-bit integer or float image to 8-bit L, in strips so no full-size copy is made."""
     rows = max(1, _STRIP_PIXELS // img.width)
-    strips = [(0, top, img.width, min(top + rows, img.height)) for top in range(0, img.height, rows)]
+    strips = [
+        (0, top, img.width, min(top + rows, img.height)) for top in range(0, img.height, rows)
+    ]
     unit_range = img.mode == "F" and all(_unit_range(np.asarray(img.crop(box))) for box in strips)
     out = Image.new("L", img.size)
     for box in strips:

@@ -27,14 +27,14 @@ MIB = 2**20
 MEASURE = """
 import json, re, sys
 from pathlib import Path
-from deepfake_xai.images import ImageLoadError, decode_cost, load_image, _opened
+from deepfake_xai.images import ImageLoadError, decode_cost, load_image
 
 def rss(field):
-    return int(re.search(field + r":\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1]) * 1024
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(field + r":\\s+(\\d+) kB", status)[1]) * 1024
 
 path, budget = sys.argv[1], int(sys.argv[2])
-with _opened(path) as (img, _):
-    estimate = decode_cost(img)
+estimate = decode_cost(path)
 before = rss("VmRSS")
 Path("/proc/self/clear_refs").write_text("5")
 try:

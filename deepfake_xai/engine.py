@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .detectors import Detector, autocast_dtype, resolve_device
+from .detectors.base import check_finite_logits
 from .explainers.base import AttributionExplainer, Heatmaps
 from .explainers.gradcam import CamExplainer, cam_pass
 from .images import ImageSource, load_image
@@ -119,6 +120,10 @@ class Engine:
     def run(self, batch: torch.Tensor | Mapping[str, torch.Tensor]) -> dict[str, DetectorOutput]:
         """Analyse one uint8 ``(B, 3, H, W)`` batch shared by all detectors, or a mapping
         detector name -> its own uint8 batch. Returns detector name -> :class:`DetectorOutput`.
+
+        Raises:
+            NonFiniteOutputError: a detector produced NaN or infinite logits (no verdict is
+                made from them).
         """
         inputs = self._inputs(batch)
         results: dict[str, dict[str, torch.Tensor]] = {}
@@ -134,6 +139,8 @@ class Engine:
         host: dict[str, dict[str, np.ndarray]] = {name: {} for name in results}
         for (name, key), array in zip(keys, arrays, strict=True):
             host[name][key] = array
+        for name, arrays_of_detector in host.items():
+            check_finite_logits(name, arrays_of_detector["logits"])
         return {name: _output(name, host[name], seconds[name]) for name in results}
 
     def _inputs(self, batch: torch.Tensor | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

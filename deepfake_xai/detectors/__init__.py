@@ -1,6 +1,13 @@
 """Detectors: the base class, checkpoints, and the built-in timm detectors (registered here)."""
 
-from .base import LABELS, Detector, autocast_dtype, resolve_device
+from .base import (
+    LABELS,
+    Detector,
+    DeviceUnavailableError,
+    NonFiniteOutputError,
+    autocast_dtype,
+    resolve_device,
+)
 from .checkpoint import CheckpointError
 from .timm import EfficientNetB0, EfficientNetLite0, MobileNetV2, TimmDetector
 from .weights import PretrainedWeightsUnavailable
@@ -9,9 +16,11 @@ __all__ = [
     "LABELS",
     "CheckpointError",
     "Detector",
+    "DeviceUnavailableError",
     "EfficientNetB0",
     "EfficientNetLite0",
     "MobileNetV2",
+    "NonFiniteOutputError",
     "PretrainedWeightsUnavailable",
     "TimmDetector",
     "autocast_dtype",

@@ -33,12 +33,15 @@ def load_detector(name_or_checkpoint: Any, /, **kwargs: Any):
     """A :class:`Detector` from a registry name, a checkpoint path, an ``hf-hub:`` id, or as is.
 
     Keyword arguments go to the detector factory (``pretrained``, ``pretrained_file``,
-    ``image_size``, ``device``...) or to :meth:`Detector.load` for checkpoints.
+    ``image_size``, ``device``...) or to :meth:`Detector.load` for checkpoints. A registry name
+    gives a detector that was never trained on faces: an ``UntrainedDetectorWarning`` says so.
     """
-    from .detectors import Detector
+    from .detectors import Detector, warn_if_untrained
 
     if isinstance(name_or_checkpoint, Detector):
         return name_or_checkpoint
     if is_checkpoint_reference(name_or_checkpoint):
         return Detector.load(name_or_checkpoint, **kwargs)
-    return DETECTORS.create(name_or_checkpoint, **kwargs)
+    detector = DETECTORS.create(name_or_checkpoint, **kwargs)
+    warn_if_untrained(detector)
+    return detector

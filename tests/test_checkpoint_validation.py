@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +173,23 @@ def test_plugin_checkpoint_names_the_plugin_it_needs(tmp_path):
 def test_built_in_checkpoints_name_no_plugin(saved):
     with safe_open(str(saved), framework="pt") as handle:
         assert "provided_by" not in json.loads(handle.metadata()[METADATA_KEY])
+
+
+def test_untrained_detectors_warn_the_same_way_everywhere(tmp_path):
+    import deepfake_xai as dx
+    from deepfake_xai.detectors import UntrainedDetectorWarning
+
+    words = (
+        "mobilenetv2_100: built from the registry with random weights, not trained to tell real "
+        "from fake faces"
+    )
+    with pytest.warns(UntrainedDetectorWarning, match=words):
+        detector = dx.load_detector("mobilenetv2_100", image_size=32, device="cpu")
+    with pytest.warns(UntrainedDetectorWarning, match=words):
+        Engine(["mobilenetv2_100"], device="cpu")  # the path analyze, evaluate and the app take
+    path = detector.save(tmp_path / "trained.safetensors")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UntrainedDetectorWarning)
+        loaded = dx.load_detector(path, device="cpu")
+        Engine([loaded], device="cpu")
+    assert loaded.checkpoint == str(path)

@@ -5,8 +5,10 @@ from .base import (
     Detector,
     DeviceUnavailableError,
     NonFiniteOutputError,
+    UntrainedDetectorWarning,
     autocast_dtype,
     resolve_device,
+    warn_if_untrained,
 )
 from .checkpoint import CheckpointError
 from .timm import EfficientNetB0, EfficientNetLite0, MobileNetV2, TimmDetector
@@ -23,6 +25,8 @@ __all__ = [
     "NonFiniteOutputError",
     "PretrainedWeightsUnavailable",
     "TimmDetector",
+    "UntrainedDetectorWarning",
     "autocast_dtype",
     "resolve_device",
+    "warn_if_untrained",
 ]

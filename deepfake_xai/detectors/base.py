@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from numbers import Real
 from pathlib import Path
@@ -23,6 +24,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class NonFiniteOutputError(RuntimeError):
     """A detector produced NaN or infinite logits, so no verdict can be given."""
+
+
+class UntrainedDetectorWarning(UserWarning):
+    """A detector built from the registry rather than loaded from a checkpoint: it was never
+    trained to tell real from fake, so its verdicts mean nothing."""
 
 
 class DeviceUnavailableError(ValueError):
@@ -149,6 +155,7 @@ class Detector:
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.metadata: dict[str, Any] = dict(metadata or {})
+        self.checkpoint: str | None = None  # where the weights were loaded from, if anywhere
         for path in self.cam_layers.values():
             self.module(path)
         self.model.eval().requires_grad_(False)
@@ -331,6 +338,21 @@ class Detector:
             f"{type(self).__name__}(name={self.name!r}, architecture={self.architecture!r}, "
             f"input_size={self.input_size}, device={self.device})"
         )
+
+
+def warn_if_untrained(detector: Detector, *, stacklevel: int = 2) -> None:
+    """Emit the one :class:`UntrainedDetectorWarning` every front door shares, unless the
+    detector's weights came from a checkpoint."""
+    if detector.checkpoint is not None:
+        return
+    weights = "ImageNet" if detector.metadata.get("pretrained") else "random"
+    warnings.warn(
+        f"{detector.name}: built from the registry with {weights} weights, not trained to tell "
+        "real from fake faces, so its verdicts mean nothing; load a checkpoint instead (train "
+        "one with `deepfake-xai train`)",
+        UntrainedDetectorWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 def plugin_provider(name: str) -> dict[str, str] | None:

@@ -205,6 +205,7 @@ def build_detector(
         detector.apply_config(config)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{origin}: {plain_text(exc)}") from exc
+    detector.checkpoint = origin
     return detector.to(device)
 
 

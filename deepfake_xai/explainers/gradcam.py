@@ -71,13 +71,13 @@ CAM_METHODS: dict[str, CamFn] = {
 def captured_activations(
     detector: Detector, layers: Sequence[str]
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Capture ``layers`` so that each output becomes a fresh leaf that requires grad.
+    """Capture the outputs of ``layers``; the first one computed becomes a fresh leaf that
+    requires grad, so a later backward stops there, and later ones stay in the graph above it.
 
-    Yields the dict filled during the block (module path -> activation). The forward pass
-    continues from the leaf, so a later backward stops there. Safe with several threads on one
-    detector: each module gets one shared hook while anyone captures it, and the hook serves only
-    the captures of the thread (or asyncio task) that runs the forward pass, found through a
-    context variable; other threads' passes go through untouched. Hooks are always removed when
+    Yields the dict filled during the block (module path -> activation). Safe with several
+    threads on one detector: each module gets one shared hook while anyone captures it, and the
+    hook serves only the captures of the thread (or asyncio task) that runs the forward pass,
+    found through a context variable; other threads' passes go through untouched. Hooks are always removed when
     the last capture ends, also when the block raises.
     """
     captured: dict[str, torch.Tensor] = {}
@@ -131,7 +131,8 @@ def _unhook(modules: Iterable[torch.nn.Module]) -> None:
 
 
 def _route(module: torch.nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor | None:
-    """The shared forward hook: replace the output with a leaf for this context's capture."""
+    """The shared forward hook: record the output for this context's capture (see
+    :func:`captured_activations`)."""
     capture = _CAPTURES.get().get(module)
     if capture is None:
         return None
@@ -141,6 +142,10 @@ def _route(module: torch.nn.Module, _inputs: object, output: torch.Tensor) -> to
             f"{capture.detector}: layer {capture.paths[0]!r} outputs {got}; a CAM layer needs a "
             "single (B, C, h, w) tensor"
         )
+    if capture.into:  # an earlier layer of this pass cut the graph: keep this one inside it
+        for path in capture.paths:
+            capture.into[path] = output
+        return None
     leaf = output.detach().requires_grad_()
     for path in capture.paths:
         capture.into[path] = leaf

@@ -288,3 +288,12 @@ def test_a_plain_pass_in_another_thread_is_not_captured(detector, x):
         done.wait(30)
         assert captured == {}
     worker.join()
+
+
+@pytest.mark.parametrize("detector", ["mobilenetv2_100"], indirect=True)
+def test_two_hooked_layers_one_above_the_other_in_one_pass(detector, x):
+    """Layers upstream of another hooked layer still get their gradient (one pass, several)."""
+    together = cam_pass(detector, x, layers=("blocks.2", "blocks.4", "final"))[2]
+    for layer in ("blocks.2", "blocks.4"):
+        alone = cam_pass(detector, x, layers=(layer,))[2][layer]
+        torch.testing.assert_close(together[layer], alone, atol=1e-5, rtol=1e-4)

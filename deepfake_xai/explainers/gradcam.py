@@ -77,8 +77,8 @@ def captured_activations(
     Yields the dict filled during the block (module path -> activation). Safe with several
     threads on one detector: each module gets one shared hook while anyone captures it, and the
     hook serves only the captures of the thread (or asyncio task) that runs the forward pass,
-    found through a context variable; other threads' passes go through untouched. Hooks are always removed when
-    the last capture ends, also when the block raises.
+    found through a context variable; other threads' passes go through untouched. Hooks are
+    always removed when the last capture ends, also when the block raises.
     """
     captured: dict[str, torch.Tensor] = {}
     wanted: dict[torch.nn.Module, list[str]] = {}

@@ -306,7 +306,8 @@ def explain(
     ``images`` are paths, PIL images, arrays or bytes (decoded by
     :func:`~deepfake_xai.images.load_image` and harmonised like the detector's training data),
     or a uint8 ``(N, 3, H, W)`` tensor taken as already harmonised. ``device=None`` keeps a
-    given detector where it is and picks the best device for a name.
+    given detector where it is and picks the best device for a name. Several threads may
+    explain with one detector at once (the app does); each gets its own maps.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -59,8 +59,10 @@ DEFAULT_MAX_ASPECT: float = 20.0
 
 DEFAULT_MAX_DECODE_BYTES: int = 512 * 2**20
 """Largest memory one decode may take, estimated from the header by :func:`decode_cost` before
-any pixel is decoded (the decoder's buffers plus the RGB result). 512 MiB admits every 8-bit
-image up to :data:`DEFAULT_MAX_PIXELS` except CMYK JPEGs and TIFFs above ~45 MP."""
+any pixel is decoded (the decoder's buffers plus the RGB result). 512 MiB admits RGB, RGBA, grey
+and 16-bit grey JPEG, PNG and TIFF files up to :data:`DEFAULT_MAX_PIXELS`; the heavier kinds are
+refused above about 33 MP (WebP), 44 MP (CMYK JPEG) and 55-60 MP (32-bit TIFF, palette images
+with transparency). Figures: ``benchmarks/README.md``, "Decode memory"."""
 
 FORMATS: tuple[str, ...] = (
     "JPEG",
@@ -84,7 +86,8 @@ _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa"})
 _PASTE_MODES = frozenset({"RGBA", "LA"})  # Image.paste composites these onto RGB without a copy
 _WIDE_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _JPEG_FORMATS = frozenset({"JPEG", "MPO"})
-_OWN_BUFFER_FORMATS = frozenset({"WEBP", "AVIF", "HEIF"})  # decoded into the codec's RGBA first
+_OWN_BUFFER_FORMATS = frozenset({"WEBP", "AVIF", "HEIF"})  # the codec's own buffers, measured
+_ROWS_PER_STRIP, _TILE_LENGTH = 278, 323  # TIFF tags
 _SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _TRANSPOSES = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -239,8 +242,8 @@ def _decode_cost(img: Image.Image, draft_side: int | None) -> int:
 
     From the header alone: the decoder's output at its bytes per pixel plus the RGB result (4
     bytes per pixel in Pillow), the 8-bit strip conversion of 16/32-bit data, the RGBA copy that
-    palette transparency needs, libtiff's strip buffer (up to the whole raw image) and the RGBA
-    buffer WebP/AVIF/HEIF decoders fill before Pillow copies it. JPEGs
+    palette transparency needs, libtiff's buffer for one strip or tile, and the buffers of the
+    WebP/AVIF/HEIF decoders (8 B/px, measured for WebP). JPEGs
     count the decoder's RGB array (3 B/px, CMYK 4 + 4) at the DCT scale ``draft_side`` allows.
     ``benchmarks/README.md`` compares these estimates with measured peaks.
     """
@@ -255,11 +258,17 @@ def _decode_cost(img: Image.Image, draft_side: int | None) -> int:
         per_pixel += 1
     elif img.mode not in _PASTE_MODES and (img.mode in _ALPHA_MODES or "transparency" in img.info):
         per_pixel += 4
-    if img.format == "TIFF":
-        per_pixel += decoded
-    elif img.format in _OWN_BUFFER_FORMATS:
-        per_pixel += 4
-    return w * h * per_pixel
+    if img.format in _OWN_BUFFER_FORMATS:
+        per_pixel += 8
+    strip = _tiff_strip_rows(img) * w * decoded if img.format == "TIFF" else 0
+    return w * h * per_pixel + strip
+
+
+def _tiff_strip_rows(img: Image.Image) -> int:
+    """Rows in one TIFF strip or tile, which libtiff decodes into a buffer of its own."""
+    tags = getattr(img, "tag_v2", {})
+    rows = tags.get(_TILE_LENGTH) or tags.get(_ROWS_PER_STRIP) or img.height
+    return min(int(rows), img.height)
 
 
 @contextmanager

@@ -78,6 +78,7 @@ def test_cuda_without_a_gpu_is_one_line_not_a_traceback(command):
 def test_usage_errors_and_failures_are_told_apart():
     from deepfake_xai.cli import is_usage_error
     from deepfake_xai.detectors import CheckpointError, DeviceUnavailableError
+    from deepfake_xai.detectors.checkpoint import CheckpointNotFoundError
     from deepfake_xai.images import ImageLoadError
     from deepfake_xai.registry import RegistryError
 
@@ -85,6 +86,7 @@ def test_usage_errors_and_failures_are_told_apart():
         RegistryError("unknown detector 'x'"),
         DeviceUnavailableError("no GPU"),
         FileNotFoundError("no such folder"),
+        CheckpointNotFoundError("x.safetensors: checkpoint not found"),
         ValueError("batch_size must be >= 1"),
     ]
     failures = [

@@ -120,9 +120,16 @@ def is_usage_error(exc: BaseException) -> bool:
     subclasses (a broken checkpoint or image, a name that cannot be encoded) are failures.
     """
     from ..detectors import DeviceUnavailableError, PretrainedWeightsUnavailable
+    from ..detectors.checkpoint import CheckpointNotFoundError
     from ..registry import RegistryError
 
-    usage = (RegistryError, DeviceUnavailableError, PretrainedWeightsUnavailable, FileNotFoundError)
+    usage = (
+        RegistryError,
+        DeviceUnavailableError,
+        PretrainedWeightsUnavailable,
+        FileNotFoundError,
+        CheckpointNotFoundError,
+    )
     return isinstance(exc, usage) or type(exc) in (ValueError, TypeError)
 
 

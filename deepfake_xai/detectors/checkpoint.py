@@ -37,6 +37,10 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded; names the file and the reason."""
 
 
+class CheckpointNotFoundError(CheckpointError):
+    """The path given as a checkpoint does not exist (the CLI calls it a usage error)."""
+
+
 def save_checkpoint(detector: Detector, path: str | os.PathLike) -> Path:
     """Write ``detector`` atomically to ``path`` (``.safetensors`` is added when missing)."""
     path = Path(path)
@@ -279,7 +283,7 @@ def resolve_source(
         return _download_from_hub(text[len(HUB_PREFIX) :], cache_dir=cache_dir)
     path = Path(text).expanduser()
     if not path.exists():
-        raise CheckpointError(f"{path}: checkpoint not found")
+        raise CheckpointNotFoundError(f"{path}: checkpoint not found")
     if path.is_dir():
         candidate = path / HUB_FILENAME
         if not candidate.exists():

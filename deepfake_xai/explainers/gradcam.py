@@ -71,8 +71,9 @@ CAM_METHODS: dict[str, CamFn] = {
 def captured_activations(
     detector: Detector, layers: Sequence[str]
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Capture the outputs of ``layers``; the first one computed becomes a fresh leaf that
-    requires grad, so a later backward stops there, and later ones stay in the graph above it.
+    """Capture the outputs of ``layers``: an output that does not require grad becomes a fresh
+    leaf that does, so a later backward stops there; one computed from an earlier captured layer
+    (it requires grad already) stays in the graph, so that layer still gets its gradient.
 
     Yields the dict filled during the block (module path -> activation). Safe with several
     threads on one detector: each module gets one shared hook while anyone captures it, and the
@@ -142,7 +143,7 @@ def _route(module: torch.nn.Module, _inputs: object, output: torch.Tensor) -> to
             f"{capture.detector}: layer {capture.paths[0]!r} outputs {got}; a CAM layer needs a "
             "single (B, C, h, w) tensor"
         )
-    if capture.into:  # an earlier layer of this pass cut the graph: keep this one inside it
+    if output.requires_grad:  # computed from an earlier captured layer: keep it in the graph
         for path in capture.paths:
             capture.into[path] = output
         return None

@@ -6,7 +6,6 @@ import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -85,15 +84,30 @@ def normalization_problems(mean: object, std: object) -> list[str]:
     """What is wrong with a mean/std pair (three finite numbers each, std > 0); [] if nothing."""
     problems = []
     for label, values in (("mean", mean), ("std", std)):
-        if not isinstance(values, Sequence) or isinstance(values, str) or len(values) != 3:
+        numbers = _three_numbers(values)
+        if numbers is None:
             problems.append(f"{label} must be three numbers (one per RGB channel), got {values!r}")
-        elif not all(isinstance(v, Real) and not isinstance(v, bool) for v in values):
-            problems.append(f"{label} must be numbers, got {values!r}")
-        elif not all(math.isfinite(v) for v in values):
-            problems.append(f"{label} must be finite, got {list(values)}")
-        elif label == "std" and min(values) <= 0:
-            problems.append(f"std must be positive (it divides the pixels), got {list(values)}")
+        elif not all(math.isfinite(v) for v in numbers):
+            problems.append(f"{label} must be finite, got {list(numbers)}")
+        elif label == "std" and min(numbers) <= 0:
+            problems.append(f"std must be positive (it divides the pixels), got {list(numbers)}")
     return problems
+
+
+def _three_numbers(values: object) -> tuple[float, ...] | None:
+    """``values`` as three floats (a list, tuple, array or tensor of numbers), else None."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+        return None
+    try:
+        items = list(values)
+    except TypeError:
+        return None
+    if len(items) != 3 or any(isinstance(v, (str, bytes, bool)) for v in items):
+        return None
+    try:
+        return tuple(float(v) for v in items)
+    except (TypeError, ValueError):
+        return None
 
 
 def check_finite_logits(detector: str, logits: np.ndarray) -> None:

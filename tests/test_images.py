@@ -636,6 +636,15 @@ def test_damaged_jpegs_are_rejected_by_the_decoders_own_warning(photo_jpeg, dama
     assert "Premature end of JPEG file" in err.reason or "Corrupt JPEG data" in err.reason
 
 
+def test_the_issues_cases_on_a_real_face(faces_sample):
+    face = sorted((faces_sample / "val" / "real").glob("*.jpg"))[0].read_bytes()
+    assert load_image(face).size == (256, 256)
+    for damage in ("cut at 50% + EOI marker", "cut at 50% + 64 KiB of zeros"):
+        assert rejected(DAMAGES[damage](face)).reason.startswith("damaged JPEG: truncated")
+    claims = rejected(with_frame_size(face, 8000, 8000)).reason
+    assert claims.startswith("damaged JPEG: its header claims 8000 x 8000 pixels")
+
+
 def test_pillow_alone_accepts_what_the_gate_rejects(photo_jpeg):
     for damage in ("cut at 50% + EOI marker", "cut at 50% + 64 KiB of zeros"):
         with Image.open(io.BytesIO(DAMAGES[damage](photo_jpeg))) as img:

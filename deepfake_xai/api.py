@@ -34,9 +34,10 @@ def load_detector(name_or_checkpoint: Any, /, **kwargs: Any):
     (``"default"``: EfficientNet-Lite0 fine-tuned on real faces), a registry name, or as is.
 
     Keyword arguments go to the detector factory (``pretrained``, ``pretrained_file``,
-    ``image_size``, ``device``...) or to :meth:`Detector.load` for checkpoints.
+    ``image_size``, ``device``...) or to :meth:`Detector.load` for checkpoints. A registry name
+    gives a detector that was never trained on faces: an ``UntrainedDetectorWarning`` says so.
     """
-    from .detectors import Detector
+    from .detectors import Detector, warn_if_untrained
     from .detectors.shipped import shipped_checkpoint
 
     if isinstance(name_or_checkpoint, Detector):
@@ -46,4 +47,6 @@ def load_detector(name_or_checkpoint: Any, /, **kwargs: Any):
     shipped = shipped_checkpoint(name_or_checkpoint)
     if shipped is not None:
         return Detector.load(shipped, **kwargs)
-    return DETECTORS.create(name_or_checkpoint, **kwargs)
+    detector = DETECTORS.create(name_or_checkpoint, **kwargs)
+    warn_if_untrained(detector)
+    return detector

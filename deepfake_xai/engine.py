@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .detectors import Detector, autocast_dtype, resolve_device
+from .detectors.base import check_finite_logits
 from .explainers.base import AttributionExplainer, Heatmaps
 from .explainers.gradcam import CamExplainer, cam_pass
 from .images import ImageSource, load_image
@@ -119,6 +120,10 @@ class Engine:
     def run(self, batch: torch.Tensor | Mapping[str, torch.Tensor]) -> dict[str, DetectorOutput]:
         """Analyse one uint8 ``(B, 3, H, W)`` batch shared by all detectors, or a mapping
         detector name -> its own uint8 batch. Returns detector name -> :class:`DetectorOutput`.
+
+        Raises:
+            NonFiniteOutputError: a detector produced NaN or infinite logits (no verdict is
+                made from them).
         """
         inputs = self._inputs(batch)
         results: dict[str, dict[str, torch.Tensor]] = {}
@@ -134,6 +139,8 @@ class Engine:
         host: dict[str, dict[str, np.ndarray]] = {name: {} for name in results}
         for (name, key), array in zip(keys, arrays, strict=True):
             host[name][key] = array
+        for name, arrays_of_detector in host.items():
+            check_finite_logits(name, arrays_of_detector["logits"])
         return {name: _output(name, host[name], seconds[name]) for name in results}
 
     def _inputs(self, batch: torch.Tensor | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -299,7 +306,8 @@ def explain(
     ``images`` are paths, PIL images, arrays or bytes (decoded by
     :func:`~deepfake_xai.images.load_image` and harmonised like the detector's training data),
     or a uint8 ``(N, 3, H, W)`` tensor taken as already harmonised. ``device=None`` keeps a
-    given detector where it is and picks the best device for a name.
+    given detector where it is and picks the best device for a name. Several threads may
+    explain with one detector at once (the app does); each gets its own maps.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

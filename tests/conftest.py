@@ -13,8 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-# One thread per test process: on 2 shared cores, oversubscription costs 10-30x.
-torch.set_num_threads(int(os.environ.get("DFX_TEST_THREADS", "1")))
+# One thread per test process: on 2 shared cores, oversubscription costs 10-30x. The CLI's
+# configure_threads (and subprocesses) read the same number from DEEPFAKE_XAI_THREADS.
+os.environ["DEEPFAKE_XAI_THREADS"] = os.environ.get("DFX_TEST_THREADS", "1")
+torch.set_num_threads(int(os.environ["DEEPFAKE_XAI_THREADS"]))
 
 SHARED_FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces-140k-sample"
 

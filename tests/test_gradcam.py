@@ -242,3 +242,58 @@ def test_hooks_removed_on_exception(tiny, tiny_x, monkeypatch):
         assert all_hooks(tiny.model) == 2
         raise KeyError("inside")
     assert all_hooks(tiny.model) == 0
+
+
+def test_one_detector_explained_from_four_threads(detector):
+    """The issue's case: explain(..., layers=("final", "mid")) on one shared detector."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    generator = torch.Generator().manual_seed(5)
+    batches = [
+        torch.randint(0, 256, (2, 3, SIZE, SIZE), dtype=torch.uint8, generator=generator)
+        for _ in range(4)
+    ]
+    expected = [dx.explain(detector, b, layers=("final", "mid")) for b in batches]
+
+    def explain(i: int):
+        return i % 4, dx.explain(detector, batches[i % 4], layers=("final", "mid"))
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(explain, range(24)))
+    for i, got in results:
+        np.testing.assert_allclose(got.probs, expected[i].probs, atol=1e-5)
+        for layer in ("final", "mid"):
+            np.testing.assert_allclose(
+                got.heatmaps[layer].numpy(), expected[i].heatmaps[layer].numpy(), atol=2e-3
+            )
+    assert not any(m._forward_hooks for m in detector.model.modules())
+
+
+def test_a_plain_pass_in_another_thread_is_not_captured(detector, x):
+    """A hook installed for one thread's capture leaves other threads' passes untouched."""
+    import threading
+
+    inside, done = threading.Event(), threading.Event()
+
+    def plain_pass():
+        inside.wait()
+        with torch.inference_mode():
+            detector.features(x)  # would fail inside inference_mode if it were captured
+        done.set()
+
+    worker = threading.Thread(target=plain_pass)
+    worker.start()
+    with captured_activations(detector, ["mid"]) as captured:
+        inside.set()
+        done.wait(30)
+        assert captured == {}
+    worker.join()
+
+
+@pytest.mark.parametrize("detector", ["mobilenetv2_100"], indirect=True)
+def test_two_hooked_layers_one_above_the_other_in_one_pass(detector, x):
+    """Layers upstream of another hooked layer still get their gradient (one pass, several)."""
+    together = cam_pass(detector, x, layers=("blocks.2", "blocks.4", "final"))[2]
+    for layer in ("blocks.2", "blocks.4"):
+        alone = cam_pass(detector, x, layers=(layer,))[2][layer]
+        torch.testing.assert_close(together[layer], alone, atol=1e-5, rtol=1e-4)

@@ -430,7 +430,7 @@ def test_truncated_jpeg(tmp_path, jpeg_bytes):
     path.write_bytes(jpeg_bytes[: len(jpeg_bytes) // 2])
     err = rejected(path)
     assert str(path) in str(err) and "truncated" in err.reason
-    assert isinstance(err.__cause__, OSError)
+    assert "Premature end of JPEG file" in err.reason  # the decoder's own words
 
 
 def test_truncated_png(tmp_path, png_bytes):
@@ -477,17 +477,20 @@ def test_decompression_bomb(tmp_path):
         image_size(path, max_pixels=1_000_000)
 
 
-def test_pillow_bomb_limits_are_caught_without_touching_globals():
+def test_max_pixels_above_pillows_limit_is_ours_and_touches_no_globals():
     limit, truncated = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
     filters = list(warnings.filters)
     above_warning, above_error = png_header_only(10_000, 10_000), png_header_only(20_000, 20_000)
-    # Pillow's DecompressionBombWarning is an error inside load_image...
-    reason = rejected(above_warning).reason
-    assert reason.startswith("decompression bomb") and "exceeds limit of" in reason  # Pillow's
-    # ...unless max_pixels is raised past Pillow's limit: then only our own check applies
+    # our limit and our number, not Pillow's DecompressionBombWarning/Error and its number
+    assert rejected(above_warning).reason.startswith(
+        "decompression bomb: 10000 x 10000 = 100000000 pixels exceeds the limit of 64000000"
+    )
     assert image_size(above_warning, max_pixels=10**9) == (10_000, 10_000)
-    # Pillow's DecompressionBombError (twice its limit) is caught whatever max_pixels says
-    assert rejected(above_error, max_pixels=10**10).reason.startswith("decompression bomb")
+    assert image_size(above_error, max_pixels=10**10) == (20_000, 20_000)  # 2x Pillow's limit
+    reason = rejected(above_error, max_pixels=3 * 10**8).reason
+    assert "300000000" in reason and str(Image.MAX_IMAGE_PIXELS) not in reason
+    # past max_pixels, the memory budget still refuses it before decoding
+    assert "above the budget of 512 MiB" in rejected(above_error, max_pixels=10**10).reason
     assert (limit, truncated) == (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES)
     assert warnings.filters == filters
 
@@ -594,6 +597,99 @@ def test_image_size_kinds(png_bytes):
     assert image_size(np.zeros((3, 7, 4), np.uint8)) == (7, 3)
     with pytest.raises(ImageLoadError, match="zero bytes"):
         image_size(b"")
+
+
+# ---------------------------------------------------------------- damaged JPEGs
+
+
+@pytest.fixture(scope="module")
+def photo_jpeg() -> bytes:
+    """A 256 px photo-like JPEG (smooth gradients, mild noise), like the FFHQ faces."""
+    yy, xx = np.mgrid[0:256, 0:256]
+    rng = np.random.default_rng(3)
+    base = np.stack([xx, yy, (xx + yy) // 2], axis=-1) + rng.normal(0, 6, (256, 256, 3))
+    return encode(Image.fromarray(np.clip(base, 0, 255).astype(np.uint8)), "JPEG", quality=90)
+
+
+def with_frame_size(data: bytes, width: int, height: int) -> bytes:
+    """``data`` with the start-of-frame header patched to claim ``width`` x ``height``."""
+    out, at = bytearray(data), 2
+    while out[at + 1] not in (0xC0, 0xC1, 0xC2):
+        at += 2 + int.from_bytes(out[at + 2 : at + 4], "big")
+    out[at + 5 : at + 9] = struct.pack(">HH", height, width)
+    return bytes(out)
+
+
+DAMAGES = {
+    "cut at 50%": lambda d: d[: len(d) // 2],
+    "cut at 50% + EOI marker": lambda d: d[: len(d) // 2] + b"\xff\xd9",
+    "cut at 50% + 64 KiB of zeros": lambda d: d[: len(d) // 2] + bytes(65536),
+    "junk in the scan": lambda d: d[:3000] + bytes(b ^ 0xFF for b in d[3000:3016]) + d[3016:],
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_damaged_jpegs_are_rejected_by_the_decoders_own_warning(photo_jpeg, damage):
+    data = DAMAGES[damage](photo_jpeg)
+    err = rejected(data, name="face.jpg")
+    assert str(err).startswith("face.jpg: damaged JPEG: truncated or corrupt data (decoder: ")
+    assert "Premature end of JPEG file" in err.reason or "Corrupt JPEG data" in err.reason
+
+
+def test_the_issues_cases_on_a_real_face(faces_sample):
+    face = sorted((faces_sample / "val" / "real").glob("*.jpg"))[0].read_bytes()
+    assert load_image(face).size == (256, 256)
+    for damage in ("cut at 50% + EOI marker", "cut at 50% + 64 KiB of zeros"):
+        assert rejected(DAMAGES[damage](face)).reason.startswith("damaged JPEG: truncated")
+    claims = rejected(with_frame_size(face, 8000, 8000)).reason
+    assert claims.startswith("damaged JPEG: its header claims 8000 x 8000 pixels")
+
+
+def test_pillow_alone_accepts_what_the_gate_rejects(photo_jpeg):
+    for damage in ("cut at 50% + EOI marker", "cut at 50% + 64 KiB of zeros"):
+        with Image.open(io.BytesIO(DAMAGES[damage](photo_jpeg))) as img:
+            img.load()  # no error: Pillow silences libjpeg's warnings and fills in grey
+    assert load_image(photo_jpeg).size == (256, 256)
+
+
+def test_header_claiming_more_pixels_than_the_bytes_hold_is_refused_before_decoding(
+    photo_jpeg, monkeypatch
+):
+    import simplejpeg
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(simplejpeg, "decode_jpeg", no_decode)
+    err = rejected(with_frame_size(photo_jpeg, 8000, 8000))
+    assert err.reason == (
+        f"damaged JPEG: its header claims 8000 x 8000 pixels, which need at least 125000 bytes "
+        f"of image data, but the file holds {len(photo_jpeg)}"
+    )
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_flat_jpegs_are_not_mistaken_for_lying_headers(progressive):
+    flat = Image.new("RGB", (2048, 2048), (120, 130, 140))
+    data = encode(flat, "JPEG", quality=50, optimize=True, progressive=progressive)
+    assert np.abs(np.asarray(load_image(data), np.int16) - (120, 130, 140)).max() <= 2
+
+
+def test_jpeg_checks_are_thread_safe(photo_jpeg):
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = [photo_jpeg, *(damage(photo_jpeg) for damage in DAMAGES.values())]
+    cases.append(with_frame_size(photo_jpeg, 8000, 8000))
+
+    def outcome(data: bytes) -> str:
+        try:
+            return load_image(data).tobytes().hex()[:64]
+        except ImageLoadError as err:
+            return err.reason
+
+    expected = [outcome(c) for c in cases]
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(outcome, cases * 25)) == expected * 25
 
 
 # ---------------------------------------------------------------- property-based

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import list_cmd
+from . import add_common_options, list_cmd
 
 HELP = "check installed detector/explainer plugins against the contract, or list them"
 KINDS = ("auto", "detector", "explainer")
@@ -20,6 +20,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
             "FAIL (and what to fix) or SKIP. Exits 1 when any check fails."
         ),
     )
+    add_common_options(check, top_level=False)
     check.add_argument("names", nargs="+", metavar="NAME", help="registered detector or explainer")
     check.add_argument(
         "--kind",
@@ -36,6 +37,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--device", default="cpu", help="device for the checks (default: cpu)")
     check.set_defaults(_action=run_check)
     listing = actions.add_parser("list", help="the same as `deepfake-xai list`")
+    add_common_options(listing, top_level=False)
     list_cmd.configure(listing)
     listing.set_defaults(_action=list_cmd.run)
 

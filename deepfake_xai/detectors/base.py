@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,17 +21,104 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+class NonFiniteOutputError(RuntimeError):
+    """A detector produced NaN or infinite logits, so no verdict can be given."""
+
+
+class UntrainedDetectorWarning(UserWarning):
+    """A detector built from the registry rather than loaded from a checkpoint: it was never
+    trained to tell real from fake, so its verdicts mean nothing."""
+
+
+class DeviceUnavailableError(ValueError):
+    """The requested device does not exist on this machine."""
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then the CPU."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
+    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; an explicit device must exist.
+
+    Raises:
+        DeviceUnavailableError: e.g. ``"cuda"`` on a machine without a usable GPU.
+    """
+    if isinstance(device, str) and device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise DeviceUnavailableError(
+            f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps"
+        ) from exc
+    _check_available(resolved)
+    return resolved
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def _check_available(device: torch.device) -> None:
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            built = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only"
+            raise DeviceUnavailableError(
+                f"device {str(device)!r} requested, but no CUDA GPU is usable here (torch "
+                f"{torch.__version__} is {built}); use --device cpu or auto"
+            )
+        if device.index is not None and device.index >= count:
+            raise DeviceUnavailableError(
+                f"device {str(device)!r} requested, but only {count} CUDA GPU(s) exist "
+                f"(cuda:0..cuda:{count - 1})"
+            )
+    elif device.type == "mps" and not _mps_available():
+        raise DeviceUnavailableError(
+            "device 'mps' requested, but Apple's MPS backend is not available here; use cpu"
+        )
+
+
+def normalization_problems(mean: object, std: object) -> list[str]:
+    """What is wrong with a mean/std pair (three finite numbers each, std > 0); [] if nothing."""
+    problems = []
+    for label, values in (("mean", mean), ("std", std)):
+        numbers = _three_numbers(values)
+        if numbers is None:
+            problems.append(f"{label} must be three numbers (one per RGB channel), got {values!r}")
+        elif not all(math.isfinite(v) for v in numbers):
+            problems.append(f"{label} must be finite, got {list(numbers)}")
+        elif label == "std" and min(numbers) <= 0:
+            problems.append(f"std must be positive (it divides the pixels), got {list(numbers)}")
+    return problems
+
+
+def _three_numbers(values: object) -> tuple[float, ...] | None:
+    """``values`` as three floats (a list, tuple, array or tensor of numbers), else None."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+        return None
+    try:
+        items = list(values)
+    except TypeError:
+        return None
+    if len(items) != 3 or any(isinstance(v, (str, bytes, bool)) for v in items):
+        return None
+    try:
+        return tuple(float(v) for v in items)
+    except (TypeError, ValueError):
+        return None
+
+
+def check_finite_logits(detector: str, logits: np.ndarray) -> None:
+    """Refuse to turn NaN or infinite logits into probabilities (and so into verdicts)."""
+    bad = ~np.isfinite(logits)
+    if bad.any():
+        raise NonFiniteOutputError(
+            f"{detector}: produced NaN or infinite logits for {int(bad.sum())} of {bad.size} "
+            "images, so it gives no verdict; its weights or preprocessing are broken (load it "
+            "again from a checkpoint, which is checked for that)"
+        )
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype:
@@ -69,6 +158,9 @@ class Detector:
             raise ValueError(
                 f"{name}: cam_layers must name a 'final' layer, got {dict(cam_layers)}"
             )
+        problems = normalization_problems(mean, std)
+        if problems:
+            raise ValueError(f"{name}: " + "; ".join(problems))
         self.model = model
         self.name = name
         self.architecture = architecture
@@ -77,6 +169,7 @@ class Detector:
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.metadata: dict[str, Any] = dict(metadata or {})
+        self.checkpoint: str | None = None  # where the weights were loaded from, if anywhere
         for path in self.cam_layers.values():
             self.module(path)
         self.model.eval().requires_grad_(False)
@@ -145,10 +238,16 @@ class Detector:
     def predict_proba(
         self, images: Sequence[ImageSource] | torch.Tensor, batch_size: int = 32
     ) -> np.ndarray:
-        """P(fake) per image, shape ``(N,)``; accepts paths, PIL images, arrays or a batch."""
+        """P(fake) per image, shape ``(N,)``; accepts paths, PIL images, arrays or a batch.
+
+        Raises:
+            NonFiniteOutputError: the model produced NaN or infinite logits.
+        """
         with torch.inference_mode():
-            out = [torch.sigmoid(self(x).float()).cpu() for x in self._batches(images, batch_size)]
-        return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+            out = [self(x).float().cpu() for x in self._batches(images, batch_size)]
+        logits = torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+        check_finite_logits(self.name, logits)
+        return torch.sigmoid(torch.from_numpy(logits)).numpy()
 
     def embed(
         self, images: Sequence[ImageSource] | torch.Tensor, batch_size: int = 32
@@ -186,6 +285,7 @@ class Detector:
         """Everything needed to rebuild and use this detector, stored in its checkpoint."""
         from .. import __version__
 
+        provider = plugin_provider(self.name)
         return {
             "detector": self.name,
             "architecture": self.architecture,
@@ -196,15 +296,18 @@ class Detector:
             "harmonization": self.harmonization.to_dict(),
             "cam_layers": self.cam_layers,
             "package_version": __version__,
+            **({"provided_by": provider} if provider else {}),
             **self.metadata,
         }
 
     def apply_config(self, config: Mapping[str, Any]) -> None:
         """Adopt the preprocessing and metadata stored in a checkpoint."""
         self.harmonization = Harmonization.from_dict(config["harmonization"])
-        self.mean = tuple(config["mean"])
-        self.std = tuple(config["std"])
+        self.mean = tuple(float(m) for m in config["mean"])
+        self.std = tuple(float(s) for s in config["std"])
         self.cam_layers = dict(config.get("cam_layers", self.cam_layers))
+        for path in self.cam_layers.values():
+            self.module(path)
         reserved = {
             "detector",
             "architecture",
@@ -215,6 +318,7 @@ class Detector:
             "harmonization",
             "cam_layers",
             "package_version",
+            "provided_by",
             "format",
         }
         self.metadata = {k: v for k, v in config.items() if k not in reserved}
@@ -248,3 +352,33 @@ class Detector:
             f"{type(self).__name__}(name={self.name!r}, architecture={self.architecture!r}, "
             f"input_size={self.input_size}, device={self.device})"
         )
+
+
+def warn_if_untrained(detector: Detector, *, stacklevel: int = 2) -> None:
+    """Emit the one :class:`UntrainedDetectorWarning` every front door shares, unless the
+    detector's weights came from a checkpoint."""
+    if detector.checkpoint is not None:
+        return
+    weights = "ImageNet" if detector.metadata.get("pretrained") else "random"
+    warnings.warn(
+        f"{detector.name}: built from the registry with {weights} weights, not trained to tell "
+        "real from fake faces, so its verdicts mean nothing; load a checkpoint instead (train "
+        "one with `deepfake-xai train`)",
+        UntrainedDetectorWarning,
+        stacklevel=stacklevel + 1,
+    )
+
+
+def plugin_provider(name: str) -> dict[str, str] | None:
+    """``{"distribution", "version"}`` of the plugin that registers detector ``name``; None for
+    built-ins and unregistered names. Stored in checkpoints, so loading one without its plugin
+    can say what to install."""
+    from ..registry import DETECTORS, RegistryError
+
+    try:
+        entry = DETECTORS.entry(name)
+    except RegistryError:
+        return None
+    if not entry.is_plugin:
+        return None
+    return {"distribution": entry.source, "version": entry.version or ""}

@@ -1,13 +1,17 @@
 """Detector checkpoints: safetensors weights plus a JSON metadata block.
 
 Pickled ``.pt``/``.pth`` files are never unpickled unless the caller opts in, and then only with
-``torch.load(weights_only=True)``. Every failure says exactly what is wrong with which file.
+``torch.load(weights_only=True)``. The metadata is validated before a detector is built (types,
+finite positive std, plausible input size, nesting depth) and the weights must be finite, so a
+broken checkpoint fails on load, not later with NaN verdicts. Every failure is a
+:class:`CheckpointError` that says what is wrong with which file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,10 +29,16 @@ METADATA_KEY = "deepfake_xai"
 HUB_PREFIX = "hf-hub:"
 HUB_FILENAME = "model.safetensors"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+MAX_METADATA_DEPTH = 32
+REQUIRED_KEYS = ("detector", "architecture", "harmonization", "mean", "std")
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded; names the file and the reason."""
+
+
+class CheckpointNotFoundError(CheckpointError):
+    """The path given as a checkpoint does not exist (the CLI calls it a usage error)."""
 
 
 def save_checkpoint(detector: Detector, path: str | os.PathLike) -> Path:
@@ -77,6 +87,8 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         )
     try:
         config = json.loads(raw[METADATA_KEY])
+    except RecursionError:
+        raise CheckpointError(f"{path}: the metadata block is nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: the metadata block is not valid JSON ({exc})") from exc
     if not isinstance(config, dict) or config.get("format") != FORMAT:
@@ -84,12 +96,70 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: unsupported checkpoint format {found!r}; expected {FORMAT!r}"
         )
-    missing = [
-        k for k in ("detector", "architecture", "harmonization", "mean", "std") if k not in config
-    ]
-    if missing:
-        raise CheckpointError(f"{path}: metadata lacks {missing}")
+    validate_config(config, origin=str(path))
     return config
+
+
+def validate_config(config: Mapping[str, Any], *, origin: str) -> None:
+    """Raise :class:`CheckpointError` naming ``origin`` and every problem of a checkpoint config."""
+    missing = [k for k in REQUIRED_KEYS if k not in config]
+    if missing:
+        raise CheckpointError(f"{origin}: metadata lacks {missing}")
+    problems = _config_problems(config)
+    if problems:
+        raise CheckpointError(f"{origin}: invalid metadata: " + "; ".join(problems))
+
+
+def _config_problems(config: Mapping[str, Any]) -> list[str]:
+    from ..preprocessing import Harmonization
+    from .base import LABELS, normalization_problems
+
+    if _deeper_than(config, MAX_METADATA_DEPTH):
+        return [f"nested more than {MAX_METADATA_DEPTH} levels deep"]
+    problems = [
+        f"{key} must be a non-empty string, got {config[key]!r}"
+        for key in ("detector", "architecture")
+        if not (isinstance(config[key], str) and config[key].strip())
+    ]
+    if "labels" in config and config["labels"] != list(LABELS):
+        problems.append(f"labels must be {list(LABELS)}, got {config['labels']!r}")
+    problems += normalization_problems(config["mean"], config["std"])
+    layers = config.get("cam_layers", {"final": ""})
+    if not (
+        isinstance(layers, dict)
+        and "final" in layers
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in layers.items())
+    ):
+        problems.append(f"cam_layers must map names to module paths with a 'final', got {layers!r}")
+    settings = config["harmonization"]
+    if not isinstance(settings, dict):
+        problems.append(f"harmonization must be a dict of settings, got {settings!r}")
+    else:
+        try:
+            harmonization = Harmonization.from_dict(settings)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"harmonization: {exc}")
+        else:
+            size = config.get("input_size", harmonization.image_size)
+            if size != harmonization.image_size:
+                problems.append(
+                    f"input_size {size!r} contradicts harmonization.image_size "
+                    f"{harmonization.image_size}"
+                )
+    return problems
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """True when a JSON value nests more than ``limit`` levels, checked without recursion."""
+    stack = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            if level >= limit and item:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return False
 
 
 def load_checkpoint(
@@ -105,8 +175,11 @@ def load_checkpoint(
     if _is_pickle(path):
         return _load_pickle(path, device=device, allow_pickle=allow_pickle, detector=detector)
     config = read_metadata(path)
-    with safe_open(str(path), framework="pt") as handle:
-        state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot read the weights ({plain_text(exc)})") from exc
     return build_detector(config, state, origin=str(path), device=device)
 
 
@@ -120,18 +193,61 @@ def build_detector(
     """Create the registered detector named in ``config`` and load ``state`` into it."""
     from ..registry import DETECTORS, RegistryError
 
+    validate_config(config, origin=origin)
     try:
         detector = DETECTORS.create(config["detector"], pretrained=False, device="cpu")
     except RegistryError as exc:
-        raise CheckpointError(f"{origin}: {exc}") from None
+        raise CheckpointError(f"{origin}: {_missing_plugin(config) or exc}") from None
     if detector.architecture != config["architecture"]:
         raise CheckpointError(
             f"{origin}: wrong architecture: the checkpoint holds {config['architecture']!r} "
             f"but detector {config['detector']!r} builds {detector.architecture!r}"
         )
+    _check_finite(state, origin=origin)
     load_state(detector.model, state, origin=origin)
-    detector.apply_config(config)
+    try:
+        detector.apply_config(config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{origin}: {plain_text(exc)}") from exc
+    detector.checkpoint = origin
     return detector.to(device)
+
+
+def _missing_plugin(config: Mapping[str, Any]) -> str | None:
+    """What to install for a checkpoint whose detector comes from an absent plugin."""
+    from ..registry import DETECTORS
+
+    provider = config.get("provided_by")
+    if not (isinstance(provider, dict) and isinstance(provider.get("distribution"), str)):
+        return None
+    dist, version = provider["distribution"], provider.get("version") or ""
+    saved = f" (version {version} saved this checkpoint)" if version else ""
+    failed = DETECTORS.failed_plugins.get(str(config["detector"]).lower())
+    state = f"failed to load: {failed}" if failed else "is not installed"
+    return (
+        f"detector {config['detector']!r} comes from the plugin {dist}{saved}, which {state}; "
+        f"install it (pip install {dist}) to load this checkpoint"
+    )
+
+
+def _check_finite(state: Mapping[str, torch.Tensor], *, origin: str) -> None:
+    """Refuse weights holding NaN or infinities: such a detector gives NaN for every image."""
+    broken = [
+        key
+        for key, tensor in state.items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+    if broken:
+        shown = ", ".join(broken[:5]) + (f" (+{len(broken) - 5} more)" if len(broken) > 5 else "")
+        raise CheckpointError(
+            f"{origin}: the weights hold NaN or infinite values in {len(broken)} tensors: {shown}"
+        )
+
+
+def plain_text(exc: BaseException) -> str:
+    """An exception's message on one line, without terminal colour codes (torch adds some)."""
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc))
+    return " ".join(text.split())
 
 
 def load_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], *, origin: str) -> None:
@@ -167,7 +283,7 @@ def resolve_source(
         return _download_from_hub(text[len(HUB_PREFIX) :], cache_dir=cache_dir)
     path = Path(text).expanduser()
     if not path.exists():
-        raise CheckpointError(f"{path}: checkpoint not found")
+        raise CheckpointNotFoundError(f"{path}: checkpoint not found")
     if path.is_dir():
         candidate = path / HUB_FILENAME
         if not candidate.exists():
@@ -237,7 +353,12 @@ def _load_pickle(
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path}: cannot be loaded with weights_only=True ({exc})") from exc
+        detail = plain_text(exc)
+        if "WeightsUnpickler error:" in detail:  # the reason, without torch's advice around it
+            detail = detail.split("WeightsUnpickler error:", 1)[1].split(". Please", 1)[0]
+        raise CheckpointError(
+            f"{path}: cannot be loaded with weights_only=True ({detail.strip()})"
+        ) from exc
     if isinstance(payload, dict) and isinstance(payload.get("config"), dict):
         config, state = payload["config"], payload.get("state_dict", {})
     elif isinstance(payload, dict) and detector:

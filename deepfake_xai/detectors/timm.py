@@ -7,7 +7,8 @@ model by subclassing.
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 
@@ -16,16 +17,29 @@ from ..registry import DETECTORS
 from .base import Detector
 from .weights import PretrainedWeightsUnavailable, find_pretrained
 
-# The module whose output ``forward_features`` returns, per timm model class. Others fall back to
-# the last entry of ``feature_info``, which is right for ResNets, ConvNeXts and most CNNs.
-FINAL_LAYER_BY_CLASS = {"EfficientNet": "bn2", "MobileNetV3": "conv_head", "Xception": "act4"}
+# The module whose output ``forward_features`` returns, per timm model class, where it is not the
+# last entry of ``feature_info`` (which is right for ResNets, ConvNeXts, MobileNetV3/LCNet and
+# most CNNs).
+FINAL_LAYER_BY_CLASS = {
+    "EfficientNet": "bn2",
+    "FastVit": "final_conv",
+    "GhostNet": "blocks",
+    "RexNet": "features",
+    "Xception": "act4",
+}
 
 
 class TimmDetector(Detector):
-    """A timm classifier with one output logit; subclass with ``architecture`` to add models."""
+    """A timm classifier with one output logit; subclass with ``architecture`` to add models.
+
+    ``cam_layers`` (a class attribute or a constructor argument) names CAM layers; they are
+    added to, or replace, the ``final`` and ``mid`` layers found from timm's ``feature_info``.
+    ``metadata`` is stored in checkpoints with the pretrained-weights record.
+    """
 
     architecture: str = ""
     detector_name: str = ""
+    cam_layers: ClassVar[Mapping[str, str] | None] = None
 
     def __init__(
         self,
@@ -38,6 +52,8 @@ class TimmDetector(Detector):
         device: str | torch.device = "auto",
         architecture: str | None = None,
         name: str | None = None,
+        cam_layers: Mapping[str, str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
         **timm_kwargs: Any,
     ):
         import timm
@@ -77,12 +93,15 @@ class TimmDetector(Detector):
             model,
             name=name or self.detector_name or arch,
             architecture=arch,
-            cam_layers=timm_cam_layers(model),
+            cam_layers={**timm_cam_layers(model), **(cam_layers or type(self).cam_layers or {})},
             harmonization=harmonization,
             mean=cfg.get("mean", (0.485, 0.456, 0.406)),
             std=cfg.get("std", (0.229, 0.224, 0.225)),
-            metadata={"pretrained": found is not None}
-            | ({"pretrained_source": found.source} if found else {}),
+            metadata={
+                **(metadata or {}),
+                "pretrained": found is not None,
+                **({"pretrained_source": found.source} if found else {}),
+            },
             device=device,
         )
 

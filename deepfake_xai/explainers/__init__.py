@@ -9,6 +9,7 @@ from .base import (
     ProjectionExplainer,
     normalize_maps,
     resolve_targets,
+    signed_logit,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "normalize_maps",
     "projection",
     "resolve_targets",
+    "signed_logit",
 ]

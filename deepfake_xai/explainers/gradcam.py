@@ -3,16 +3,22 @@
 Parameters stay frozen; gradients are taken with :func:`torch.autograd.grad` with respect to
 the chosen activations only. For the final layer the features run without a graph and only the
 head (pooling + classifier) is differentiated; for other layers a forward hook detaches the
-activation and re-marks it as requiring grad, so the backward pass stops there.
+activation and re-marks it as requiring grad, so the backward pass stops there. One detector can
+be explained from several threads at once (see :func:`captured_activations`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
+from torch.utils.hooks import RemovableHandle
 
 from ..registry import EXPLAINERS
 from .base import (
@@ -65,35 +71,86 @@ CAM_METHODS: dict[str, CamFn] = {
 def captured_activations(
     detector: Detector, layers: Sequence[str]
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Hook ``layers`` so that each output becomes a fresh leaf that requires grad.
+    """Capture the outputs of ``layers``: an output that does not require grad becomes a fresh
+    leaf that does, so a later backward stops there; one computed from an earlier captured layer
+    (it requires grad already) stays in the graph, so that layer still gets its gradient.
 
-    Yields the dict the hooks fill (module path -> activation); each module is hooked once even
-    when several names resolve to it. The forward pass continues from the leaf, so a later
-    backward stops there. Hooks are always removed, also when the block raises.
+    Yields the dict filled during the block (module path -> activation). Safe with several
+    threads on one detector: each module gets one shared hook while anyone captures it, and the
+    hook serves only the captures of the thread (or asyncio task) that runs the forward pass,
+    found through a context variable; other threads' passes go through untouched. Hooks are
+    always removed when the last capture ends, also when the block raises.
     """
     captured: dict[str, torch.Tensor] = {}
-
-    def hook_for(path: str):
-        def hook(_module: torch.nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
-            if not isinstance(output, torch.Tensor) or output.ndim != 4:
-                got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output)
-                raise ValueError(
-                    f"{detector.name}: layer {path!r} outputs {got}; a CAM layer needs a "
-                    "single (B, C, h, w) tensor"
-                )
-            leaf = output.detach().requires_grad_()
-            captured[path] = leaf
-            return leaf
-
-        return hook
-
-    paths = dict.fromkeys(detector.resolve_layer(layer) for layer in layers)
-    handles = [detector.module(path).register_forward_hook(hook_for(path)) for path in paths]
+    wanted: dict[torch.nn.Module, list[str]] = {}
+    for path in dict.fromkeys(detector.resolve_layer(layer) for layer in layers):
+        wanted.setdefault(detector.module(path), []).append(path)
+    routes = dict(_CAPTURES.get())
+    routes.update(
+        {module: _Capture(detector.name, paths, captured) for module, paths in wanted.items()}
+    )
+    token = _CAPTURES.set(routes)
+    _hook(wanted)
     try:
         yield captured
     finally:
-        for handle in handles:
-            handle.remove()
+        _CAPTURES.reset(token)
+        _unhook(wanted)
+
+
+@dataclass(frozen=True)
+class _Capture:
+    """Where one module's output goes for one capture: the paths it answers and their dict."""
+
+    detector: str
+    paths: list[str]
+    into: dict[str, torch.Tensor]
+
+
+_CAPTURES: ContextVar[Mapping[torch.nn.Module, _Capture]] = ContextVar(
+    "deepfake_xai_cam_captures", default=MappingProxyType({})
+)
+_HOOKS: dict[torch.nn.Module, tuple[RemovableHandle, int]] = {}
+_HOOKS_LOCK = threading.Lock()
+
+
+def _hook(modules: Iterable[torch.nn.Module]) -> None:
+    with _HOOKS_LOCK:
+        for module in modules:
+            handle, users = _HOOKS.get(module) or (module.register_forward_hook(_route), 0)
+            _HOOKS[module] = (handle, users + 1)
+
+
+def _unhook(modules: Iterable[torch.nn.Module]) -> None:
+    with _HOOKS_LOCK:
+        for module in modules:
+            handle, users = _HOOKS.pop(module)
+            if users > 1:
+                _HOOKS[module] = (handle, users - 1)
+            else:
+                handle.remove()
+
+
+def _route(module: torch.nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor | None:
+    """The shared forward hook: record the output for this context's capture (see
+    :func:`captured_activations`)."""
+    capture = _CAPTURES.get().get(module)
+    if capture is None:
+        return None
+    if not isinstance(output, torch.Tensor) or output.ndim != 4:
+        got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output)
+        raise ValueError(
+            f"{capture.detector}: layer {capture.paths[0]!r} outputs {got}; a CAM layer needs a "
+            "single (B, C, h, w) tensor"
+        )
+    if output.requires_grad:  # computed from an earlier captured layer: keep it in the graph
+        for path in capture.paths:
+            capture.into[path] = output
+        return None
+    leaf = output.detach().requires_grad_()
+    for path in capture.paths:
+        capture.into[path] = leaf
+    return leaf
 
 
 def cam_pass(

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..detectors import LABELS, CheckpointError, Detector
+from ..detectors import LABELS, CheckpointError, Detector, NonFiniteOutputError
 from ..preprocessing import Harmonization
 from ..registry import DETECTORS, Entry, RegistryError
 from .common import (
@@ -259,7 +259,13 @@ def _forward(ctx: DetectorContext) -> None:
 
 def _probabilities(ctx: DetectorContext) -> None:
     detector = ctx.detector
-    probs = detector.predict_proba(ctx.batch)
+    try:
+        probs = detector.predict_proba(ctx.batch)
+    except NonFiniteOutputError as exc:
+        raise CheckFailed(
+            f"{exc}. P(fake) must be finite and in [0, 1]: head() must return the raw logit "
+            "and no layer may produce NaN"
+        ) from None
     if not (isinstance(probs, np.ndarray) and probs.shape == (BATCH,)):
         raise CheckFailed(f"predict_proba() returned {describe(probs)}; expected shape ({BATCH},)")
     if not np.isfinite(probs).all() or probs.min() < 0 or probs.max() > 1:

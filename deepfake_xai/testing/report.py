@@ -7,7 +7,7 @@ when it does not apply. Any other exception is a failure too, reported with its 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -56,7 +56,8 @@ class ConformanceError(AssertionError):
 
 @dataclass
 class CheckReport:
-    """Every check run on one detector or explainer, in order."""
+    """Every check run on one detector or explainer, in order: iterate it for the
+    :class:`CheckResult` objects, or index it by check name."""
 
     subject: str
     results: list[CheckResult] = field(default_factory=list)
@@ -69,6 +70,12 @@ class CheckReport:
     def passed(self) -> bool:
         """True when no check failed (skipped checks do not count against it)."""
         return not self.failures
+
+    def __iter__(self) -> Iterator[CheckResult]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
 
     def __getitem__(self, name: str) -> CheckResult:
         for result in self.results:

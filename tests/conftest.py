@@ -15,6 +15,8 @@ from PIL import Image
 
 # One thread per test process: on 2 shared cores, oversubscription costs 10-30x.
 torch.set_num_threads(int(os.environ.get("DFX_TEST_THREADS", "1")))
+# Front doors set torch's threads through deepfake_xai.runtime.configure_threads: keep them there.
+os.environ.setdefault("DEEPFAKE_XAI_THREADS", os.environ.get("DFX_TEST_THREADS", "1"))
 
 SHARED_FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces-140k-sample"
 

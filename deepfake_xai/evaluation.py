@@ -128,6 +128,8 @@ class Comparison:
         for name, figure in figures.items():
             paths[name.removesuffix(".png")] = out / name
             figure.savefig(out / name, dpi=110, bbox_inches="tight")
+        if self.trust is not None:
+            _refresh_analysis_report(out)
         return paths
 
     def figures(self) -> list:
@@ -217,6 +219,18 @@ def evaluate(
     return comparison
 
 
+def _refresh_analysis_report(out: Path) -> None:
+    """Rewrite the report of the analysis run ``out`` belongs to (``RUN/trust`` or ``RUN``), so
+    it links these results."""
+    from .analysis.report import write_report
+    from .analysis.result import AnalysisResult
+    from .analysis.store import RUN_JSON
+
+    run = out.parent if out.name == "trust" else out
+    if (run / RUN_JSON).is_file():
+        write_report(AnalysisResult(run))
+
+
 def warn_if_untrained(source: str | os.PathLike | Detector) -> None:
     """Log a warning when ``source`` is a registry name: such a detector is not fine-tuned."""
     from .api import is_checkpoint_reference
@@ -272,8 +286,7 @@ def _trust_settings(robustness, perturb, explainers, layers, explain_images, see
 def _check_trust(detectors, names, samples, settings, dataset: str) -> TrustReport:
     from .trust import TrustReport, assess
 
-    measured, stages = assess(detectors, names, samples, settings)
-    return TrustReport.build(measured, stages, settings, dataset)
+    return TrustReport.build(assess(detectors, names, samples, settings), settings, dataset)
 
 
 def _evaluation_samples(

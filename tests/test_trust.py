@@ -145,8 +145,8 @@ def test_rank_correlation_matches_spearman_with_ties():
 def test_quadrant_heatmap_stays_put_under_jpeg(noise_faces):
     detector = AlignedQuadrantDetector()
     settings = _check(["jpeg=50", "noise=5", "shift=4"], explain_images=8)
-    measured, stages = assess([detector], ["quadrant"], noise_faces, settings)
-    report = TrustReport.build(measured, stages, settings, "noise")
+    measured = assess([detector], ["quadrant"], noise_faces, settings)
+    report = TrustReport.build(measured, settings, "noise")
     robustness = report.robustness.set_index("perturbation")
     assert robustness.loc["clean", "accuracy"] == 1.0
     assert robustness.loc["clean", "n"] == 8 and robustness.loc["clean", "roc_auc"] == 1.0
@@ -167,8 +167,8 @@ def test_gradcam_beats_a_random_map_on_deletion_and_insertion(noise_faces):
     detector = AlignedQuadrantDetector()
     fakes = [s for s in noise_faces if s.label == "fake"]
     settings = _check(["jpeg=50"], explain_images=4, robustness=False)
-    measured, stages = assess([detector], ["quadrant"], fakes, settings)
-    report = TrustReport.build(measured, stages, settings, "noise")
+    measured = assess([detector], ["quadrant"], fakes, settings)
+    report = TrustReport.build(measured, settings, "noise")
     assert report.robustness is None
     row = report.faithfulness.iloc[0]
     assert row["deletion_auc"] < row["deletion_auc_random"] - 0.2
@@ -205,8 +205,8 @@ def test_sanity_check_passes_gradcam_and_fails_a_model_blind_map(noise_faces, ed
     detector = AlignedQuadrantDetector()
     fakes = [s for s in noise_faces if s.label == "fake"]
     settings = _check(["jpeg=50"], explainers=("gradcam", edge_explainer), explain_images=4)
-    measured, stages = assess([detector], ["quadrant"], fakes, settings)
-    report = TrustReport.build(measured, stages, settings, "noise")
+    measured = assess([detector], ["quadrant"], fakes, settings)
+    report = TrustReport.build(measured, settings, "noise")
     verdicts = report.verdicts.set_index("explainer")
     assert verdicts.loc["gradcam", "sanity_passed"]
     assert verdicts.loc["gradcam", "sanity_similarity"] < 0.3
@@ -222,8 +222,8 @@ def test_plain_quadrant_detector_fails_the_sanity_check_for_gradcam(noise_faces)
     map, so Grad-CAM there shows the image's texture rather than learned knowledge."""
     fakes = [s for s in noise_faces if s.label == "fake"]
     settings = _check(["jpeg=50"], explain_images=4)
-    measured, stages = assess([QuadrantDetector()], ["quadrant"], fakes, settings)
-    verdict = TrustReport.build(measured, stages, settings, "noise").verdicts.iloc[0]
+    measured = assess([QuadrantDetector()], ["quadrant"], fakes, settings)
+    verdict = TrustReport.build(measured, settings, "noise").verdicts.iloc[0]
     assert not verdict["sanity_passed"]
 
 
@@ -248,8 +248,8 @@ def test_cascade_is_top_down_and_leaves_the_detector_alone():
 def test_report_dict_card_and_figures(noise_faces):
     detector = AlignedQuadrantDetector()
     settings = _check(["jpeg=50", "flip"], explain_images=4)
-    measured, stages = assess([detector], ["quadrant"], noise_faces, settings)
-    report = TrustReport.build(measured, stages, settings, "noise faces")
+    measured = assess([detector], ["quadrant"], noise_faces, settings)
+    report = TrustReport.build(measured, settings, "noise faces")
     saved = report.to_dict()
     assert {"robustness", "explanations", "settings", "seconds"} <= set(saved)
     assert saved["seconds"]["predict"] > 0 and saved["seconds"]["sanity"] > 0

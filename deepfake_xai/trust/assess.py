@@ -79,6 +79,7 @@ class Measurements:
     sanity: dict = field(default_factory=lambda: defaultdict(list))
     seconds: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
     errors: dict = field(default_factory=dict)
+    stages: dict[str, list[CascadeStage]] = field(default_factory=dict)
     explained: int = 0
 
 
@@ -93,7 +94,7 @@ class _Explained:
 
 def assess(
     detectors: Sequence[Detector], names: Sequence[str], samples: Sequence[Sample], settings
-) -> tuple[Measurements, list[CascadeStage] | None]:
+) -> Measurements:
     """Run every measurement of ``settings`` over labelled ``samples`` in one decoding pass."""
     return _Assessment(list(detectors), list(names), list(samples), settings).run()
 
@@ -115,14 +116,13 @@ class _Assessment:
         targets = np.array([s.target for s in samples], dtype=np.int64)
         self.explain = _balanced_subset(targets, settings.explain_images, settings.seed)
         self.measured = Measurements()
-        self.stages: list[CascadeStage] | None = None
         self.explained = self._build_explainers() if settings.explainers else {}
 
     def _build_explainers(self) -> dict[str, _Explained]:
         out = {}
         for name, detector in self.detectors.items():
             stages = cascade(detector, self.settings.sanity_stages)
-            self.stages = stages if self.stages is None else self.stages
+            self.measured.stages[name] = stages
             copies = randomised_copies(detector, stages, self.settings.seed)
             out[name] = _Explained(
                 detector,
@@ -134,7 +134,7 @@ class _Assessment:
     def _explainers(self, detector: Detector) -> dict[str, AttributionExplainer]:
         return {e: EXPLAINERS.get(e)(detector) for e in self.settings.explainers}
 
-    def run(self) -> tuple[Measurements, list[CascadeStage] | None]:
+    def run(self) -> Measurements:
         loader = self._loader()
         batches: Iterator = iter(loader)
         if self.settings.progress:
@@ -155,7 +155,7 @@ class _Assessment:
                     torch.tensor([targets[i] for i in same_shape]),
                     torch.tensor([indices[i] for i in same_shape]),
                 )
-        return self.measured, self.stages
+        return self.measured
 
     # -- one batch --------------------------------------------------------------------------
     def _batch(self, images: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> None:

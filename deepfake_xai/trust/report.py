@@ -12,13 +12,30 @@ from ..explainers.faithfulness import curve_area
 from ..metrics import classification_metrics
 from .assess import CLEAN, Measurements, TrustSettings
 from .perturbations import Perturbation
-from .sanity import PASS_BELOW, CascadeStage
+from .sanity import PASS_BELOW
 from .similarity import GRID, TOP_FRACTION
 
 if TYPE_CHECKING:
     import pandas as pd
 
 CARD_FIELDS = ("perturbation", "level", "accuracy", "roc_auc", "ece", "n")
+_TEXT_COLUMNS = frozenset(
+    ("detector", "explainer", "layer", "perturbation", "level", "down_to", "sanity_passed")
+)
+#: The headline columns of the verdicts table (one row per detector x explainer x layer).
+VERDICT_COLUMNS = (
+    "detector",
+    "explainer",
+    "layer",
+    "deletion_auc",
+    "deletion_auc_random",
+    "insertion_auc",
+    "insertion_auc_random",
+    "stability",
+    "stability_geometric",
+    "sanity_similarity",
+    "sanity_passed",
+)
 FIGURES = ("robustness", "stability", "faithfulness", "sanity")
 
 
@@ -47,7 +64,6 @@ class TrustReport:
     def build(
         cls,
         measured: Measurements,
-        stages: list[CascadeStage] | None,
         settings: TrustSettings,
         dataset: str,
     ) -> TrustReport:
@@ -63,7 +79,7 @@ class TrustReport:
         if settings.explainers and measured.explained:
             report.stability = _stability(measured, settings.perturbations)
             report.faithfulness, report.curves = _faithfulness(measured)
-            report.sanity = _sanity(measured, stages or [])
+            report.sanity = _sanity(measured)
             report.verdicts = _verdicts(report)
         return report
 
@@ -264,14 +280,13 @@ def _faithfulness(measured: Measurements):
     return pd.DataFrame(rows), curves
 
 
-def _sanity(measured: Measurements, stages: list[CascadeStage]) -> pd.DataFrame:
+def _sanity(measured: Measurements) -> pd.DataFrame:
     import pandas as pd
 
-    by_index = {s.index: s for s in stages}
     rows = []
     for (detector, explainer, layer, index), parts in measured.sanity.items():
         correlation, overlap = (np.concatenate(column) for column in zip(*parts, strict=True))
-        stage = by_index[index]
+        stage = measured.stages[detector][index]
         rows.append(
             {
                 "detector": detector,
@@ -357,9 +372,6 @@ def _robustness_markdown(table: pd.DataFrame, digits: int) -> str:
 
 
 def _explanations_markdown(report: TrustReport, digits: int) -> str:
-    verdicts = report.verdicts.assign(
-        sanity=report.verdicts["sanity_passed"].map({True: "pass", False: "FAIL", None: "-"})
-    )
     lines = [
         "## Can the explanations be trusted?",
         "",
@@ -369,23 +381,7 @@ def _explanations_markdown(report: TrustReport, digits: int) -> str:
         "(`_geometric`: shifted and flipped, mapped back); 1 = unchanged. Sanity: rank "
         f"correlation with the maps of a fully randomised model; it passes below {PASS_BELOW}.",
         "",
-        _table(
-            verdicts,
-            (
-                "detector",
-                "explainer",
-                "layer",
-                "deletion_auc",
-                "deletion_auc_random",
-                "insertion_auc",
-                "insertion_auc_random",
-                "stability",
-                "stability_geometric",
-                "sanity_similarity",
-                "sanity",
-            ),
-            digits,
-        ),
+        _table(report.verdicts, VERDICT_COLUMNS, digits),
         "### Heatmap stability per level",
         "",
         _table(
@@ -426,21 +422,14 @@ def _table(frame: pd.DataFrame, columns: tuple[str, ...], digits: int) -> str:
     def cell(value: Any) -> str:
         if _missing(value):
             return "-"
+        if isinstance(value, (bool, np.bool_)):
+            return "pass" if value else "FAIL"
         if isinstance(value, (float, np.floating)):
             return f"{value:.{digits}f}"
         return str(value)
 
     header = "| " + " | ".join(columns) + " |"
-    rule = (
-        "|"
-        + "|".join(
-            "---"
-            if c in ("detector", "explainer", "layer", "perturbation", "level", "down_to", "sanity")
-            else "---:"
-            for c in columns
-        )
-        + "|"
-    )
+    rule = "|" + "|".join("---" if c in _TEXT_COLUMNS else "---:" for c in columns) + "|"
     body = [
         "| " + " | ".join(cell(r[c]) for c in columns) + " |"
         for r in frame.to_dict(orient="records")

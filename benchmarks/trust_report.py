@@ -110,7 +110,7 @@ def stand_in_detectors(faces: Path, work: Path, n: int) -> list[Path]:
     train = subsample([s for s in discover(faces / "train") if s.label], n // 2, seed=1)
     paths = []
     for size in (224, 160):
-        path = work / f"lite0_probe_{size}.safetensors"
+        path = work / f"lite0_probe_{size}_{len(train)}.safetensors"
         if not path.exists():
             detector = dx.load_detector(
                 "efficientnet_lite0", pretrained=True, image_size=size, device="cpu"

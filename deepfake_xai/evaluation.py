@@ -210,7 +210,8 @@ def evaluate(
     if settings is not None:
         settings.batch_size, settings.num_workers = batch_size, num_workers
         settings.progress = progress
-        comparison.trust = _check_trust(loaded, names, samples, settings, describe_data(data))
+        dataset = f"{describe_data(data)} (split {chosen or 'all'})"
+        comparison.trust = _check_trust(loaded, names, samples, settings, dataset)
     if write_card:
         for source, name in zip(detectors, names, strict=True):
             write_robustness_card(source, comparison.trust.card(name))

@@ -81,7 +81,8 @@ def _overview(result: AnalysisResult) -> str:
         "explainers": ", ".join(params["explainers"]) or "none",
         "layers": ", ".join(params["layers"]),
         "target": params["target"],
-        "throughput": f"{summary.get('images_per_second', 0):.1f} images/s",
+        "throughput": f"{summary.get('images_per_second', 0):.1f} images/s"
+        + (f" on {summary['threads']} torch threads" if summary.get("threads") else ""),
         "status": result.status,
     }
     rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts.items())

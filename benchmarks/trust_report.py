@@ -22,6 +22,8 @@ efficientnet_lite0_faces.safetensors --detector runs/faces/mobilenetv2_100/best.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 from _common import (
     HERE,
+    MALLOC_ENV,
     command_line,
     machine,
     update_readme_section,
@@ -59,6 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "trust_report.json")
     parser.add_argument("--readme", type=Path, default=HERE / "README.md")
     args = parser.parse_args(argv)
+    if any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):  # glibc reads it at start
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
 
     threads = configure_threads()
     detectors = args.detector or stand_in_detectors(args.faces, args.work, args.probe_images)
@@ -84,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": command_line("trust_report.py", argv),
         "machine": machine(),
         "threads": threads,
+        "load": round(os.getloadavg()[0], 1),
         "date": time.strftime("%Y-%m-%d"),
         "images": len(val),
         "explained_images": trust.settings["explained_images"],
@@ -233,8 +239,9 @@ def readme_lines(r: dict) -> list[str]:
     lines = [
         f"Command: `{r['command']}`",
         "",
-        f"Machine: {r['machine']}, torch {torch.__version__}, {r['threads']} threads, "
-        f"shared with other jobs. Measured {r['date']}.",
+        f"Machine: {r['machine']}, torch {torch.__version__}, {r['threads']} threads, glibc "
+        f"malloc settings of `_common.MALLOC_ENV`, shared with other jobs (load average "
+        f"{r['load']}). Measured {r['date']}.",
         "",
         f"`evaluate --robustness --explanations` on {r['images']} shared val faces (half real), "
         f"{len(r['detectors'])} detectors, explainers {', '.join(r['explainers'])}, "

@@ -233,10 +233,14 @@ def _refresh_analysis_report(out: Path) -> None:
 
 
 def warn_if_untrained(source: str | os.PathLike | Detector) -> None:
-    """Log a warning when ``source`` is a registry name: such a detector is not fine-tuned."""
+    """Log a warning when ``source`` is a registry name: such a detector is not fine-tuned
+    (the shipped detectors, e.g. ``"default"``, are)."""
     from .api import is_checkpoint_reference
+    from .detectors.shipped import shipped_checkpoint
 
-    if not isinstance(source, Detector) and not is_checkpoint_reference(source):
+    if isinstance(source, Detector) or is_checkpoint_reference(source):
+        return
+    if shipped_checkpoint(os.fspath(source)) is None:
         log.warning(
             "%s: built from the registry, not fine-tuned; its verdicts mean nothing until "
             "you pass a checkpoint (see `deepfake-xai train`)",

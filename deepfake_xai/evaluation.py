@@ -2,12 +2,15 @@
 
 Detectors that share a :class:`Harmonization` share one decoded batch. Speed is measured on the
 chosen device from uint8 input (normalisation included, decoding excluded): latency at batch 1
-as the median of repeated runs after a warm-up, throughput at batch 32.
+as the median of repeated runs after a warm-up, throughput at batch 32, each reported with the
+number of torch threads it ran on. With ``robustness`` or ``explainers`` the same images also go
+through :mod:`deepfake_xai.trust` (robustness curves and explanation checks).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -35,6 +38,10 @@ from .metrics import classification_metrics, per_group_metrics, reliability_curv
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .trust import TrustReport
+
+log = logging.getLogger(__name__)
+
 TABLE_COLUMNS = {
     "accuracy": "accuracy",
     "precision": "precision",
@@ -47,14 +54,17 @@ TABLE_COLUMNS = {
 }
 SPEED_COLUMNS = ("ms_per_image", "images_per_s")
 FIGURES = ("confusion_matrices.png", "roc_curves.png", "reliability.png")
+AUTO_SPLIT = "auto"
 
 
 @dataclass
 class Comparison:
     """Evaluation results for several detectors on one set of labelled images.
 
-    ``table`` has one row per detector (metrics, speed, parameters); ``metrics`` and
-    ``per_group`` hold the full metric dicts; ``predictions`` one row per (detector, image).
+    ``table`` has one row per detector (metrics, speed with its torch thread count,
+    parameters); ``metrics`` and ``per_group`` hold the full metric dicts; ``predictions`` one
+    row per (detector, image); ``split_note`` says how the split was chosen when it was not
+    asked for by name; ``trust`` holds the robustness and explanation checks when run.
     """
 
     table: pd.DataFrame
@@ -65,6 +75,9 @@ class Comparison:
     device: str
     errors: list[tuple[str, str]] = field(default_factory=list)
     split_source: str | None = None
+    split_note: str | None = None
+    threads: int = field(default_factory=torch.get_num_threads)
+    trust: TrustReport | None = None
 
     def to_markdown(self, digits: int = 3) -> str:
         """The table as GitHub Markdown (metrics rounded to ``digits``)."""
@@ -74,7 +87,8 @@ class Comparison:
             for name, row in self.table.iterrows()
         ]
         lines = [header, ["---"] + ["---:"] * (len(header) - 1), *rows]
-        return "\n".join("| " + " | ".join(line) + " |" for line in lines) + "\n"
+        table = "\n".join("| " + " | ".join(line) + " |" for line in lines) + "\n"
+        return table if self.trust is None else f"{table}\n{self.trust.to_markdown(digits)}"
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the per-image predictions, JSON-ready (NaN becomes None)."""
@@ -82,12 +96,15 @@ class Comparison:
             {
                 "split": self.split,
                 "split_source": self.split_source,
+                "split_note": self.split_note,
                 "device": self.device,
+                "threads": self.threads,
                 "n_images": int(self.predictions["path"].nunique()) if len(self.predictions) else 0,
                 "table": self.table.reset_index().to_dict(orient="records"),
                 "metrics": self.metrics,
                 "per_group": self.per_group,
                 "errors": [{"path": p, "reason": r} for p, r in self.errors],
+                **({"trust": self.trust.to_dict()} if self.trust is not None else {}),
             }
         )
 
@@ -105,9 +122,14 @@ class Comparison:
                 out / "predictions.csv", self.predictions.to_csv(index=False)
             ),
         }
-        for name, figure in zip(FIGURES, self.figures(), strict=True):
+        figures = dict(zip(FIGURES, self.figures(), strict=True))
+        if self.trust is not None:
+            figures.update({f"{k}.png": f for k, f in self.trust.figures().items()})
+        for name, figure in figures.items():
             paths[name.removesuffix(".png")] = out / name
             figure.savefig(out / name, dpi=110, bbox_inches="tight")
+        if self.trust is not None:
+            _refresh_analysis_report(out)
         return paths
 
     def figures(self) -> list:
@@ -121,19 +143,36 @@ def evaluate(
     detectors: Sequence[str | os.PathLike | Detector],
     data: str | os.PathLike | Sequence[Sample],
     *,
-    split: str | None = "test",
+    split: str | None = AUTO_SPLIT,
     batch_size: int = 32,
     device: str | torch.device = "auto",
     latency: bool = True,
     out: str | os.PathLike | None = None,
     num_workers: int = 0,
     threshold: float = 0.5,
+    robustness: bool = False,
+    perturb: Sequence[str] | None = None,
+    explainers: Sequence[str] = (),
+    layers: Sequence[str] = ("final",),
+    explain_images: int = 64,
+    seed: int = 0,
+    write_card: bool = False,
+    progress: bool = False,
 ) -> Comparison:
-    """Predict ``split`` of ``data`` (``None``: every labelled image) with each detector.
+    """Predict ``split`` of ``data`` with each detector, side by side.
 
-    ``detectors`` are checkpoint paths, ``hf-hub:`` ids, registry names or Detector objects.
-    Unreadable images are skipped and listed in ``Comparison.errors``; with ``out`` the results
-    are also saved there (see :meth:`Comparison.save`).
+    ``split="auto"`` takes the test split, else the images the detectors' training runs held
+    out, else the val split, else every labelled image of a folder without splits (the choice
+    is in ``Comparison.split_note``); ``None`` takes every labelled image. ``detectors`` are
+    checkpoint paths, ``hf-hub:`` ids, registry names (untrained: a warning says so) or
+    Detector objects. Unreadable images are skipped and listed in ``Comparison.errors``.
+
+    ``robustness`` adds accuracy, ROC AUC and ECE under the ``perturb`` levels (grammar in
+    :data:`deepfake_xai.trust.GRAMMAR`; default: every perturbation at its default levels);
+    ``explainers`` adds heatmap stability under the same levels, faithfulness and the sanity
+    check, on ``explain_images`` images (see ``docs/evaluate.md``). ``write_card`` stores each
+    detector's robustness summary in its checkpoint's metadata. With ``out`` the results are
+    also saved there (see :meth:`Comparison.save`).
     """
     import pandas as pd
 
@@ -143,43 +182,156 @@ def evaluate(
         detectors = [detectors]
     if not detectors:
         raise ValueError("evaluate needs at least one detector")
+    if write_card:
+        _check_writable_cards(detectors, robustness)
+    settings = _trust_settings(robustness, perturb, explainers, layers, explain_images, seed)
     device = resolve_device(device)
+    for source in detectors:
+        warn_if_untrained(source)
     loaded = [load_detector(d, device=device) for d in detectors]
-    samples, split_source = _evaluation_samples(data, split, loaded, detectors)
-    logits, errors = _predict_all(loaded, samples, batch_size, num_workers)
+    samples, chosen, note, split_source = _evaluation_samples(data, split, loaded, detectors)
+    logits, errors = _predict_all(loaded, samples, batch_size, num_workers, progress)
+    names = _unique_names(loaded, detectors)
     scored = [
         _score(name, det, samples, *logits[id(det)], threshold=threshold, latency=latency)
-        for name, det in zip(_unique_names(loaded, detectors), loaded, strict=True)
+        for name, det in zip(names, loaded, strict=True)
     ]
     comparison = Comparison(
         table=pd.DataFrame([row for row, *_ in scored]).set_index("detector"),
         metrics={row["detector"]: m for row, m, _, _ in scored},
         per_group={row["detector"]: g for row, _, g, _ in scored if g},
         predictions=pd.concat([frame for *_, frame in scored], ignore_index=True),
-        split=split,
+        split=chosen,
         device=str(device),
         errors=errors,
         split_source=split_source,
+        split_note=note,
     )
+    if settings is not None:
+        settings.batch_size, settings.num_workers = batch_size, num_workers
+        settings.progress = progress
+        dataset = f"{describe_data(data)} (split {chosen or 'all'})"
+        comparison.trust = _check_trust(loaded, names, samples, settings, dataset)
+    if write_card:
+        for source, name in zip(detectors, names, strict=True):
+            write_robustness_card(source, comparison.trust.card(name))
     if out is not None:
         comparison.save(out)
     return comparison
 
 
+def _refresh_analysis_report(out: Path) -> None:
+    """Rewrite the report of the analysis run ``out`` belongs to (``RUN/trust`` or ``RUN``), so
+    it links these results."""
+    from .analysis.report import write_report
+    from .analysis.result import AnalysisResult
+    from .analysis.store import RUN_JSON
+
+    run = out.parent if out.name == "trust" else out
+    if (run / RUN_JSON).is_file():
+        write_report(AnalysisResult(run))
+
+
+def warn_if_untrained(source: str | os.PathLike | Detector) -> None:
+    """Log a warning when ``source`` is a registry name: such a detector is not fine-tuned
+    (the shipped detectors, e.g. ``"default"``, are)."""
+    from .api import is_checkpoint_reference
+    from .detectors.shipped import shipped_checkpoint
+
+    if isinstance(source, Detector) or is_checkpoint_reference(source):
+        return
+    if shipped_checkpoint(os.fspath(source)) is None:
+        log.warning(
+            "%s: built from the registry, not fine-tuned; its verdicts mean nothing until "
+            "you pass a checkpoint (see `deepfake-xai train`)",
+            os.fspath(source),
+        )
+
+
+def write_robustness_card(checkpoint: str | os.PathLike, card: dict[str, Any]) -> Path:
+    """Store ``card`` as ``metadata["robustness"]`` of a local checkpoint, rewritten atomically.
+
+    ``card`` follows the schema the app's About tab reads: ``{"dataset": str, "rows":
+    [{"perturbation", "level", "accuracy", "roc_auc", "ece", "n"}, ...]}`` (see
+    :meth:`deepfake_xai.trust.TrustReport.card`).
+    """
+    detector = Detector.load(checkpoint, device="cpu")
+    detector.metadata["robustness"] = card
+    return detector.save(checkpoint)
+
+
+def _check_writable_cards(detectors: Sequence[Any], robustness: bool) -> None:
+    if not robustness:
+        raise ValueError("write_card needs robustness=True (the card holds the robustness rows)")
+    for source in detectors:
+        if isinstance(source, Detector) or not os.fspath(source).endswith(".safetensors"):
+            raise ValueError(
+                f"{source}: write_card needs local .safetensors checkpoints to write into"
+            )
+
+
+def _trust_settings(robustness, perturb, explainers, layers, explain_images, seed):
+    """TrustSettings for the asked checks, or None when none was asked for."""
+    if not robustness and not explainers:
+        if perturb:
+            raise ValueError("perturb needs robustness=True or explainers to measure with")
+        return None
+    from .trust import TrustSettings, parse_perturbations
+
+    return TrustSettings(
+        perturbations=parse_perturbations(perturb),
+        robustness=bool(robustness),
+        explainers=list(explainers),
+        layers=tuple(layers),
+        explain_images=explain_images,
+        seed=seed,
+    )
+
+
+def _check_trust(detectors, names, samples, settings, dataset: str) -> TrustReport:
+    from .trust import TrustReport, assess
+
+    return TrustReport.build(assess(detectors, names, samples, settings), settings, dataset)
+
+
 def _evaluation_samples(
     data: Any, split: str | None, loaded: list[Detector], sources: Sequence[Any]
-) -> tuple[list[Sample], str | None]:
-    """The samples to evaluate on, and the training-run split files that chose them (if any).
+) -> tuple[list[Sample], str | None, str | None, str | None]:
+    """(samples, the split used, how it was chosen, the split files that chose them).
 
-    When ``data`` has no ``split`` images but the detectors' training runs left split.csv
-    files, the images every run held out in ``split`` are used.
+    When ``data`` has no test images but the detectors' training runs left split.csv files,
+    the images every run held out as test are used.
     """
-    samples, split_source = as_samples(data), None
+    samples, name = as_samples(data), describe_data(data)
     split_files = [f for d, s in zip(loaded, sources, strict=True) if (f := run_split_file(d, s))]
-    if split is not None and split_files and not any(s.split == split for s in samples):
-        samples = held_out(samples, split_files, split)
-        split_source = ", ".join(dict.fromkeys(map(str, split_files)))
-    return select_split(samples, split, name=describe_data(data)), split_source
+    has_test = any(s.split == "test" for s in samples)
+    if split in ("test", AUTO_SPLIT) and split_files and not has_test:
+        held = held_out(samples, split_files, "test")
+        if held or split == "test":
+            source = ", ".join(dict.fromkeys(map(str, split_files)))
+            note = f"the images every training run held out as test ({source})"
+            return select_split(held, "test", name=name), "test", note, source
+    if split != AUTO_SPLIT:
+        return select_split(samples, split, name=name), split, None, None
+    labelled = select_split(samples, None, name=name)
+    found = {s.split for s in labelled}
+    if "test" in found:
+        return select_split(labelled, "test", name=name), "test", None, None
+    if "val" in found:
+        note = f"{name} has no test split: evaluating on its val split"
+        return select_split(labelled, "val", name=name), "val", note, None
+    if found == {None}:
+        note = (
+            f"{name} has no train/val/test folders: evaluating all {len(labelled)} labelled "
+            "images (if a detector was trained on some of them, pass the split.csv its "
+            "training run wrote instead)"
+        )
+        return labelled, None, note, None
+    raise ValueError(
+        f"{name}: only training images (splits found: {sorted(s or 'none' for s in found)}); "
+        "scores on them say little about new images. Pass --split train (or 'all') to "
+        "evaluate on them anyway"
+    )
 
 
 def _score(
@@ -202,6 +354,7 @@ def _score(
         per_group_metrics(y, p, groups, threshold) if any(g is not None for g in groups) else None
     )
     speed = measure_speed(detector) if latency else dict.fromkeys(SPEED_COLUMNS, math.nan)
+    speed.setdefault("threads", torch.get_num_threads())
     row = _table_row(name, metrics, speed, detector)
     return row, metrics, per_group, _prediction_frame(name, chosen, y, p, threshold)
 
@@ -220,9 +373,14 @@ def select_split(
     chosen = [s for s in labelled if s.split == split]
     if not chosen:
         found = sorted({s.split or "none" for s in labelled})
+        hint = (
+            "it has no train/val/test folders, so pass split 'all' (every labelled image)"
+            if found == ["none"]
+            else "pass another split"
+        )
         raise ValueError(
-            f"{name}: no images in split {split!r} (splits found: {found}); pass another "
-            "split, or as data the split.csv that `deepfake-xai train` wrote in its --out"
+            f"{name}: no images in split {split!r} (splits found: {found}); {hint}, or as "
+            "data the split.csv that `deepfake-xai train` wrote in its --out"
         )
     return chosen
 
@@ -286,7 +444,8 @@ def autocast(device: torch.device, enabled: bool) -> AbstractContextManager:
 def measure_speed(
     detector: Detector, *, runs: int = 20, warmup: int = 3, batch_size: int = 32, batches: int = 3
 ) -> dict[str, float]:
-    """``ms_per_image`` at batch 1 (median of ``runs``) and ``images_per_s`` at ``batch_size``.
+    """``ms_per_image`` at batch 1 (median of ``runs``), ``images_per_s`` at ``batch_size`` and
+    the torch ``threads`` they ran on.
 
     Timed from a uint8 batch on the host to the logits on the detector's device.
     """
@@ -301,6 +460,7 @@ def measure_speed(
     return {
         "ms_per_image": 1000.0 * float(np.median(single)),
         "images_per_s": batch_size * len(bulk) / float(np.sum(bulk)),
+        "threads": torch.get_num_threads(),
     }
 
 
@@ -320,7 +480,11 @@ def _timings(detector: Detector, batch: torch.Tensor, warmup: int, runs: int) ->
 
 
 def _predict_all(
-    detectors: list[Detector], samples: list[Sample], batch_size: int, num_workers: int
+    detectors: list[Detector],
+    samples: list[Sample],
+    batch_size: int,
+    num_workers: int,
+    progress: bool = False,
 ) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], list[tuple[str, str]]]:
     """Per detector id: (sample indices kept, logits); one decode per distinct harmonization."""
     by_harmonization: dict[Any, list[Detector]] = {}
@@ -332,7 +496,12 @@ def _predict_all(
             ImageDataset(samples, harmonization), batch_size, num_workers=num_workers
         )
         amp = group[0].device.type == "cuda"
-        logits, _, indices = predict_logits(group, loader, amp=amp)
+        batches = loader
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(loader, desc="predicting", unit="batch")
+        logits, _, indices = predict_logits(group, batches, amp=amp)
         results.update({key: (indices, value) for key, value in logits.items()})
         errors.update({str(p): r for p, r in loader.errors})
     return results, sorted(errors.items())
@@ -458,7 +627,7 @@ def _cell(column: str, value: Any, digits: int) -> str:
         return "-"
     if column == "params":
         return f"{value / 1e6:.2f} M"
-    if column == "n":
+    if column in ("n", "threads"):
         return str(int(value))
     if column in SPEED_COLUMNS:
         return f"{value:.1f}"

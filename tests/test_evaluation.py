@@ -52,6 +52,8 @@ def test_evaluate_two_checkpoints_table_and_files(dataset, checkpoints, tmp_path
         assert column in table.columns
     assert (table["n"] == 4).all()  # 20 per class -> 2 per class in test
     assert (table["ms_per_image"] > 0).all() and (table["images_per_s"] > 0).all()
+    assert (table["threads"] == torch.get_num_threads()).all()  # next to every speed figure
+    assert comparison.threads == torch.get_num_threads()
     assert table.loc["mobilenetv2_100", "params"] < table.loc["efficientnet_b0", "params"]
 
     predictions = comparison.predictions
@@ -181,3 +183,114 @@ def test_held_out_split_of_the_training_runs(dataset, checkpoints, tmp_path):
     assert run_split_file(detector) == run_a
     comparison = evaluate([detector], unsplit, latency=False)
     assert comparison.split_source == str(run_a) and comparison.table["n"].iloc[0] == 6
+
+
+def test_auto_split_on_a_plain_real_fake_folder(checkpoints, tmp_path, capsys):
+    from deepfake_xai.cli import main
+
+    plain = tmp_path / "plain"
+    generate_dataset(plain, 3, size=40, seed=4)
+    comparison = evaluate(checkpoints[:1], plain, latency=False)
+    assert comparison.split is None and comparison.table["n"].iloc[0] == 6
+    assert "has no train/val/test folders: evaluating all 6 labelled images" in (
+        comparison.split_note
+    )
+    with pytest.raises(ValueError, match="no train/val/test folders, so pass split 'all'"):
+        evaluate(checkpoints[:1], plain, split="test", latency=False)
+    assert (
+        main(
+            [
+                "evaluate",
+                str(plain),
+                "--detector",
+                str(checkpoints[0]),
+                "--no-latency",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "6 images of all splits on cpu with" in out and "no train/val/test folders" in out
+
+
+def test_auto_split_prefers_val_to_training_images(checkpoints, tmp_path):
+    generate_dataset(tmp_path / "d", 10, size=40, seed=5, split=True)
+    samples = discover(tmp_path / "d")
+    manifest = tmp_path / "no_test.csv"
+    write_manifest([s for s in samples if s.split != "test"], manifest)
+    comparison = evaluate(checkpoints[:1], manifest, latency=False)
+    assert comparison.split == "val" and "no test split" in comparison.split_note
+    only_train = tmp_path / "train.csv"
+    write_manifest([s for s in samples if s.split == "train"], only_train)
+    with pytest.raises(ValueError, match="only training images.*--split train"):
+        evaluate(checkpoints[:1], only_train, latency=False)
+
+
+def test_untrained_registry_detector_warns(dataset, caplog):
+    with caplog.at_level("WARNING", logger="deepfake_xai.evaluation"):
+        evaluate(["mobilenetv2_100"], dataset, latency=False)
+    assert "mobilenetv2_100: built from the registry, not fine-tuned" in caplog.text
+
+
+def test_robustness_explanations_and_card(dataset, checkpoints, tmp_path):
+    from deepfake_xai.detectors.checkpoint import read_metadata
+
+    checkpoint = tmp_path / "mobilenetv2_100.safetensors"
+    checkpoint.write_bytes(checkpoints[0].read_bytes())
+    comparison = evaluate(
+        [checkpoint],
+        dataset,
+        latency=False,
+        robustness=True,
+        perturb=["jpeg=50", "shift=4"],
+        explainers=["gradcam"],
+        explain_images=2,
+        write_card=True,
+        out=tmp_path / "out",
+    )
+    saved = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    rows = saved["trust"]["robustness"]
+    assert [(r["perturbation"], r["level"]) for r in rows] == [("clean", ""), ("jpeg", "50")]
+    assert saved["trust"]["explanations"]["verdicts"][0]["explainer"] == "gradcam"
+    assert saved["trust"]["settings"]["explained_images"] == 2
+    for name in ("robustness", "stability", "faithfulness", "sanity"):
+        assert (tmp_path / "out" / f"{name}.png").stat().st_size > 0
+    assert "## Robustness" in (tmp_path / "out" / "comparison.md").read_text()
+    card = read_metadata(checkpoint)["robustness"]
+    assert card == comparison.trust.card("mobilenetv2_100")
+    assert card["rows"][0] == {
+        "perturbation": "clean",
+        "level": "",
+        "accuracy": rows[0]["accuracy"],
+        "roc_auc": rows[0]["roc_auc"],
+        "ece": rows[0]["ece"],
+        "n": 4,
+    }
+    with pytest.raises(ValueError, match="write_card needs local .safetensors checkpoints"):
+        evaluate(["mobilenetv2_100"], dataset, robustness=True, write_card=True)
+
+
+def test_evaluate_cli_trust_flags(dataset, checkpoints, capsys):
+    from deepfake_xai.cli import main
+
+    args = ["evaluate", str(dataset), "--detector", str(checkpoints[0]), "--no-latency"]
+    code = main(
+        [
+            *args,
+            "--no-progress",
+            "--robustness",
+            "--perturb",
+            "blur=1",
+            "--explainer",
+            "gradcam",
+            "--explain-images",
+            "2",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "## Robustness" in out and "| mobilenetv2_100 | blur | 1 |" in out
+    assert "## Can the explanations be trusted?" in out
+    assert main([*args, "--robustness", "--perturb", "jpeg=0"]) == 2
+    assert "jpeg=0: out of range" in capsys.readouterr().err

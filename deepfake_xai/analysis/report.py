@@ -2,7 +2,9 @@
 
 Every image is embedded as a base64 JPEG/PNG thumbnail, so the single ``report.html`` file can
 be mailed or attached to an issue. Galleries show each image as the first detector saw it, then
-its heatmap overlay for every detector side by side.
+one row per detector with its heatmap overlay for every explainer and layer that was computed.
+When ``deepfake-xai evaluate --robustness --explanations`` wrote its results into the run folder
+(``<out>/trust/`` or ``<out>/``), the report summarises them and links the full tables.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,12 +23,15 @@ import pandas as pd
 from PIL import Image
 
 from ..metrics import HEADLINE_METRICS
+from ..trust.report import VERDICT_COLUMNS
 from .result import AnalysisResult
 from .store import REPORT, projection_stem
 
 THUMBNAIL = 128
 PER_GALLERY = 12
 MAX_ERRORS_LISTED = 50
+TRUST_FOLDERS = ("trust", ".")
+TRUST_FILE = "comparison.json"
 METRIC_COLUMNS = ("n", *HEADLINE_METRICS)
 CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1400px}
@@ -33,7 +39,8 @@ h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid 
 table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ddd;padding:.25em .5em}
 th{background:#f4f4f4}td.num{text-align:right}.row{display:flex;flex-wrap:wrap;gap:.8em}
 .card{border:1px solid #ddd;border-radius:4px;padding:.3em;font-size:.75em;max-width:100%}
-.card .imgs{display:flex;gap:.25em}.card figure{margin:0;text-align:center}
+.card .imgs{display:flex;gap:.25em;align-items:center}.card figure{margin:0;text-align:center}
+.card .who{width:9em;font-size:1.1em}
 .card img{width:128px;height:128px;display:block}.muted{color:#777}
 .fake{color:#c0392b}.real{color:#2471a3}
 """
@@ -45,6 +52,7 @@ def write_report(result: AnalysisResult, path: str | os.PathLike | None = None) 
     sections = [
         _overview(result),
         _metrics(result.summary.get("metrics", {})),
+        _trust(result),
         _projections(result),
         *_galleries(result),
         _unreadable(result.errors),
@@ -73,7 +81,8 @@ def _overview(result: AnalysisResult) -> str:
         "explainers": ", ".join(params["explainers"]) or "none",
         "layers": ", ".join(params["layers"]),
         "target": params["target"],
-        "throughput": f"{summary.get('images_per_second', 0):.1f} images/s",
+        "throughput": f"{summary.get('images_per_second', 0):.1f} images/s"
+        + (f" on {summary['threads']} torch threads" if summary.get("threads") else ""),
         "status": result.status,
     }
     rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts.items())
@@ -90,6 +99,74 @@ def _metrics(metrics: dict[str, dict[str, Any]]) -> str:
         rows.append(f"<tr><td>{_e(detector)}</td>{cells}</tr>")
     note = '<p class="muted">Positive class: fake; threshold 0.5 on P(fake).</p>'
     return f"<h2>Metrics (labelled images)</h2><table><tr>{head}</tr>{''.join(rows)}</table>{note}"
+
+
+def _trust(result: AnalysisResult) -> str:
+    """The explanation-trust summary of ``evaluate`` when it wrote into this run folder, else
+    the robustness summaries the detectors' checkpoints carry."""
+    for folder in TRUST_FOLDERS:
+        path = result.out / folder / TRUST_FILE
+        trust = _read_json(path).get("trust") if path.is_file() else None
+        if trust:
+            return _trust_section(trust, Path(folder))
+    cards = {
+        name: config["robustness"]
+        for name, config in result.info.get("detectors", {}).items()
+        if isinstance(config.get("robustness"), dict)
+    }
+    if not cards:
+        return ""
+    tables = "".join(
+        f"<h3>{_e(name)} (on {_e(card.get('dataset', '?'))})</h3>"
+        + _rows_table(card.get("rows", []), ("perturbation", "level", "accuracy", "roc_auc", "ece"))
+        for name, card in cards.items()
+    )
+    return f"<h2>Robustness (from the checkpoints' cards)</h2>{tables}"
+
+
+def _trust_section(trust: dict[str, Any], folder: Path) -> str:
+    link = (folder / "comparison.md").as_posix()
+    parts = [
+        "<h2>Can the explanations be trusted?</h2>",
+        f"<p>Measured by <code>deepfake-xai evaluate</code> on {_e(trust.get('dataset', '?'))}; "
+        f'full tables in <a href="{_e(link)}">{_e(link)}</a> and its figures.</p>',
+    ]
+    verdicts = (trust.get("explanations") or {}).get("verdicts")
+    if verdicts:
+        parts.append(_rows_table(verdicts, VERDICT_COLUMNS))
+        parts.append(
+            '<p class="muted">Deletion AUC: lower is more faithful, insertion AUC: higher; '
+            "compare each with the random map. Stability: rank correlation of the heatmap "
+            "before and after degradations (1 = unchanged). Sanity: similarity to the maps of a "
+            "randomised model; a map that stays alike is not explaining the model.</p>"
+        )
+    robustness = trust.get("robustness")
+    if robustness:
+        parts.append("<h3>Robustness</h3>")
+        parts.append(
+            _rows_table(
+                robustness,
+                ("detector", "perturbation", "level", "accuracy", "roc_auc", "ece", "flipped"),
+            )
+        )
+    return "".join(parts)
+
+
+def _rows_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="num">{_number(r.get(c))}</td>' for c in columns) + "</tr>"
+        for r in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _projections(result: AnalysisResult) -> str:
@@ -112,13 +189,13 @@ def _galleries(result: AnalysisResult) -> list[str]:
     mean = wide[result.detectors].mean(axis=1)
     fakes = mean[mean >= 0.5].sort_values(ascending=False).index[:PER_GALLERY]
     reals = mean[mean < 0.5].sort_values().index[:PER_GALLERY]
-    heatmap = _heatmap_choice(result)
+    kinds = _heatmap_kinds(result)
     out = [
-        _gallery("Most confident fakes", result, wide, fakes, heatmap),
-        _gallery("Most confident reals", result, wide, reals, heatmap),
+        _gallery("Most confident fakes", result, wide, fakes, kinds),
+        _gallery("Most confident reals", result, wide, reals, kinds),
     ]
     if wide["label"].notna().any():
-        out.append(_gallery("Misclassified", result, wide, _misclassified(result, wide), heatmap))
+        out.append(_gallery("Misclassified", result, wide, _misclassified(result, wide), kinds))
     return out
 
 
@@ -127,7 +204,8 @@ def _unreadable(errors: pd.DataFrame) -> str:
         return ""
     shown = errors.head(MAX_ERRORS_LISTED)
     rows = "".join(
-        f"<tr><td>{_e(r.path)}</td><td>{_e(r.reason)}</td></tr>" for r in shown.itertuples()
+        f"<tr><td>{_e(_display_path(r.path))}</td><td>{_e(r.reason)}</td></tr>"
+        for r in shown.itertuples()
     )
     more = len(errors) - len(shown)
     tail = f'<p class="muted">and {more} more (see errors.csv)</p>' if more > 0 else ""
@@ -156,15 +234,17 @@ def _misclassified(result: AnalysisResult, wide: pd.DataFrame) -> pd.Index:
     return wrong.max(axis=1).sort_values(ascending=False).index[:PER_GALLERY]
 
 
-def _heatmap_choice(result: AnalysisResult) -> tuple[str, str] | None:
-    """(explainer, layer) drawn in the galleries: the first explainer, preferably at 'final'."""
-    explainers = result.info["parameters"]["explainers"]
-    if not explainers:
-        return None
-    mine = [pair for pair in result.heatmap_kinds if pair[0] == explainers[0]]
-    if not mine:
-        return None
-    return (explainers[0], "final") if (explainers[0], "final") in mine else mine[0]
+def _heatmap_kinds(result: AnalysisResult) -> list[tuple[str, str]]:
+    """Every stored (explainer, layer), in the run's explainer and layer order."""
+    params = result.info["parameters"]
+    explainers, layers = list(params["explainers"]), list(params["layers"])
+
+    def order(pair: tuple[str, str]) -> tuple[int, int, str]:
+        e, layer = pair
+        rank = explainers.index(e) if e in explainers else len(explainers)
+        return rank, layers.index(layer) if layer in layers else len(layers), layer
+
+    return sorted(result.heatmap_kinds, key=order)
 
 
 def _gallery(
@@ -172,47 +252,54 @@ def _gallery(
     result: AnalysisResult,
     wide: pd.DataFrame,
     indices: Sequence[int],
-    heatmap: tuple[str, str] | None,
+    kinds: list[tuple[str, str]],
 ) -> str:
     if len(indices) == 0:
         return f'<h2>{_e(title)}</h2><p class="muted">No image falls in this group.</p>'
-    cards = "".join(_card(result, wide.loc[i], int(i), heatmap) for i in indices)
-    what = f"{heatmap[0]} at layer {heatmap[1]}" if heatmap else "no heatmaps"
+    cards = "".join(_card(result, wide.loc[i], int(i), kinds) for i in indices)
+    what = ", ".join(f"{e} at layer {layer}" for e, layer in kinds) or "no heatmaps"
     return (
-        f'<h2>{_e(title)}</h2><p class="muted">Image as the first detector saw it, then '
-        f'each detector\'s heatmap ({_e(what)}).</p><div class="row">{cards}</div>'
+        f'<h2>{_e(title)}</h2><p class="muted">Image as the first detector saw it, then a row '
+        f'per detector with each heatmap ({_e(what)}).</p><div class="row">{cards}</div>'
     )
 
 
-def _card(
-    result: AnalysisResult, row: pd.Series, index: int, heatmap: tuple[str, str] | None
-) -> str:
-    figures = []
+def _card(result: AnalysisResult, row: pd.Series, index: int, kinds: list[tuple[str, str]]) -> str:
     original = _try_image(lambda: result.image(index, result.detectors[0]))
-    if original is not None:
-        figures.append(_figure(original, "input"))
-    for detector in result.detectors if heatmap else ():
-        picture = _try_image(lambda d=detector: result.overlay(index, d, heatmap[1], heatmap[0]))
-        if picture is None:
-            picture = _heatmap_only(result, index, detector, heatmap)
+    head = [_figure(original, "input")] if original is not None else []
+    label = row["label"] if isinstance(row["label"], str) else "unknown"
+    name = _display_path(Path(str(row["path"])).name)
+    head.append(f"<div>{_e(name)}<br>label: {_e(label)}</div>")
+    rows = [f'<div class="imgs">{"".join(head)}</div>']
+    for detector in result.detectors:
         p = row[detector]
         verdict = "fake" if p >= 0.5 else "real"
-        score = f'{_e(detector)}<br><b class="{verdict}">P(fake) {p:.3f}</b>'
-        figures.append(_figure(picture, score))
-    scores = "" if heatmap else " · ".join(f"{d} {row[d]:.3f}" for d in result.detectors)
-    label = row["label"] if isinstance(row["label"], str) else "unknown"
-    name = Path(str(row["path"])).name
-    caption = f"{_e(name)} · label: {_e(label)} {_e(scores)}"
-    return f'<div class="card"><div class="imgs">{"".join(figures)}</div>{caption}</div>'
+        cells = [
+            f'<div class="who">{_e(detector)}<br><b class="{verdict}">P(fake) {p:.3f}</b></div>'
+        ]
+        seen = _try_image(lambda d=detector: result.image(index, d)) if kinds else None
+        for explainer, layer in kinds:
+            picture = _heatmap_picture(result, index, detector, explainer, layer, seen)
+            cells.append(_figure(picture, f"{_e(explainer)} · {_e(layer)}"))
+        rows.append(f'<div class="imgs">{"".join(cells)}</div>')
+    return f'<div class="card">{"".join(rows)}</div>'
 
 
-def _heatmap_only(
-    result: AnalysisResult, index: int, detector: str, heatmap: tuple[str, str]
+def _heatmap_picture(
+    result: AnalysisResult,
+    index: int,
+    detector: str,
+    explainer: str,
+    layer: str,
+    image: Image.Image | None,
 ) -> Image.Image:
-    from ..render import heatmap_image
+    """The heatmap over the image the detector saw, or the heatmap alone without the image."""
+    from ..render import heatmap_image, overlay
 
-    values = result.heatmap(index, detector, heatmap[1], heatmap[0])
-    return heatmap_image(values, size=(THUMBNAIL, THUMBNAIL))
+    values = result.heatmap(index, detector, layer, explainer)
+    if image is None:
+        return heatmap_image(values, size=(THUMBNAIL, THUMBNAIL))
+    return overlay(image, values)
 
 
 def _try_image(make: Callable[[], Image.Image]) -> Image.Image | None:
@@ -240,6 +327,8 @@ def _data_uri(data: bytes, kind: str) -> str:
 
 
 def _number(value: Any) -> str:
+    if isinstance(value, bool):
+        return "pass" if value else "FAIL"
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "-"
     return f"{value:.3f}" if isinstance(value, float) else _e(value)
@@ -247,3 +336,8 @@ def _number(value: Any) -> str:
 
 def _e(value: Any) -> str:
     return html.escape(str(value))
+
+
+def _display_path(path: str | os.PathLike) -> str:
+    """A path as readable text, also when its bytes are not UTF-8 (shown as escapes)."""
+    return os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")

@@ -111,7 +111,7 @@ def _area_under_curve(
             baseline=baseline,
             batch_size=batch_size,
         )
-        return _auc(curve)
+        return curve_area(curve)
 
     area.__name__ = area.__qualname__ = f"{mode}_auc"
     area.__doc__ = (
@@ -191,8 +191,8 @@ def energy_in_mask(maps: ArrayLike, masks: ArrayLike) -> np.ndarray:
     return torch.where(total > 0, inside / total.clamp_min(1e-12), 0.0).cpu().numpy()
 
 
-def _auc(curve: np.ndarray) -> np.ndarray:
-    """Trapezoid area of ``(N, steps + 1)`` curves over the fraction 0..1."""
+def curve_area(curve: np.ndarray) -> np.ndarray:
+    """Trapezoid area per image of ``(N, steps + 1)`` curves over the fraction changed 0..1."""
     return (curve[:, 1:] + curve[:, :-1]).sum(axis=1) / (2 * (curve.shape[1] - 1))
 
 

@@ -10,7 +10,6 @@ through :mod:`deepfake_xai.trust` (robustness curves and explanation checks).
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import time
@@ -40,7 +39,6 @@ if TYPE_CHECKING:
 
     from .trust import TrustReport
 
-log = logging.getLogger(__name__)
 
 TABLE_COLUMNS = {
     "accuracy": "accuracy",
@@ -186,8 +184,6 @@ def evaluate(
         _check_writable_cards(detectors, robustness)
     settings = _trust_settings(robustness, perturb, explainers, layers, explain_images, seed)
     device = resolve_device(device)
-    for source in detectors:
-        warn_if_untrained(source)
     loaded = [load_detector(d, device=device) for d in detectors]
     samples, chosen, note, split_source = _evaluation_samples(data, split, loaded, detectors)
     logits, errors = _predict_all(loaded, samples, batch_size, num_workers, progress)
@@ -230,22 +226,6 @@ def _refresh_analysis_report(out: Path) -> None:
     run = out.parent if out.name == "trust" else out
     if (run / RUN_JSON).is_file():
         write_report(AnalysisResult(run))
-
-
-def warn_if_untrained(source: str | os.PathLike | Detector) -> None:
-    """Log a warning when ``source`` is a registry name: such a detector is not fine-tuned
-    (the shipped detectors, e.g. ``"default"``, are)."""
-    from .api import is_checkpoint_reference
-    from .detectors.shipped import shipped_checkpoint
-
-    if isinstance(source, Detector) or is_checkpoint_reference(source):
-        return
-    if shipped_checkpoint(os.fspath(source)) is None:
-        log.warning(
-            "%s: built from the registry, not fine-tuned; its verdicts mean nothing until "
-            "you pass a checkpoint (see `deepfake-xai train`)",
-            os.fspath(source),
-        )
 
 
 def write_robustness_card(checkpoint: str | os.PathLike, card: dict[str, Any]) -> Path:

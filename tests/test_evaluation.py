@@ -227,10 +227,11 @@ def test_auto_split_prefers_val_to_training_images(checkpoints, tmp_path):
         evaluate(checkpoints[:1], only_train, latency=False)
 
 
-def test_untrained_registry_detector_warns(dataset, caplog):
-    with caplog.at_level("WARNING", logger="deepfake_xai.evaluation"):
+def test_untrained_registry_detector_warns(dataset):
+    from deepfake_xai.detectors import UntrainedDetectorWarning
+
+    with pytest.warns(UntrainedDetectorWarning, match="mobilenetv2_100: built from the registry"):
         evaluate(["mobilenetv2_100"], dataset, latency=False)
-    assert "mobilenetv2_100: built from the registry, not fine-tuned" in caplog.text
 
 
 def test_robustness_explanations_and_card(dataset, checkpoints, tmp_path):

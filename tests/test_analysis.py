@@ -600,3 +600,17 @@ def test_rows_are_committed_in_groups_by_time(tmp_path):
     assert len(part_files(tmp_path)) == 1
     assert read_parts(tmp_path, [])["index"].to_pylist() == [0, 1]
     store.close()
+
+
+def test_ray_resources_are_planned_from_the_cluster():
+    from deepfake_xai.analysis.ray_backend import plan_resources
+
+    assert plan_resources(None, None, 1.0, "auto", {"CPU": 16, "GPU": 4}) == (4, 1.0)
+    assert plan_resources(None, None, 1.0, "auto", {"CPU": 2}) == (1, 0.0)
+    assert plan_resources(2, None, 0.5, "cpu", {"CPU": 2, "GPU": 1}) == (2, 0.0)
+    with pytest.raises(ValueError, match="leave no CPU for decoding"):
+        plan_resources(2, None, 1.0, "cpu", {"CPU": 2})
+    with pytest.raises(ValueError, match="the Ray cluster has 1"):
+        plan_resources(2, 1.0, 1.0, "auto", {"CPU": 8, "GPU": 1})
+    with pytest.raises(ValueError, match="gpus_per_actor > 0"):
+        plan_resources(1, 0.0, 1.0, "cuda", {"CPU": 8, "GPU": 1})

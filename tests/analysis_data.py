@@ -6,8 +6,11 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from PIL import Image
 
+from deepfake_xai.analysis.store import part_files, read_parts, write_parquet
 from deepfake_xai.synthetic import make_sample
 
 NON_UTF8_NAME = os.fsdecode(b"bad_\xff.png")
@@ -67,3 +70,19 @@ def write_bad_entries(folder: Path, good: Path) -> dict[str, str]:
         "broken.png": "not a recognised image format",
         NON_UTF8_NAME: None,
     }
+
+
+def split_parts(out: Path, images: int, per_part: int) -> list[Path]:
+    """Rewrite run ``out``'s parts as parts of ``per_part`` images each (as a run committing
+    more often would have written them); the new parts, in order."""
+    rows = read_parts(out, pq.read_schema(part_files(out)[0]).names)
+    for part in part_files(out):
+        part.unlink()
+    for first in range(0, images, per_part):
+        inside = pc.and_(
+            pc.greater_equal(rows["index"], first), pc.less(rows["index"], first + per_part)
+        )
+        write_parquet(
+            out / "parts" / f"part-{first:010d}-{first:012x}.parquet", rows.filter(inside)
+        )
+    return part_files(out)

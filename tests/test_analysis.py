@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
 from analysis_data import (
     NON_UTF8_NAME,
+    split_parts,
     write_bad_entries,
     write_faces,
     write_noise,
@@ -34,7 +34,6 @@ from deepfake_xai.analysis.store import (
     clear_outputs,
     part_files,
     read_parts,
-    write_parquet,
 )
 from deepfake_xai.engine import explain
 from deepfake_xai.faces import FacesExtraMissing, find_faces, frame_face
@@ -200,15 +199,7 @@ def test_resume_after_a_kill_finishes_without_duplicates(run, folder, detectors,
     shutil.copytree(run.out, out)
     # A killed run: parts of 8 images each, the last never committed, a half-written one
     # left behind, one committed twice (as a retried writer could), no exports nor report.
-    rows = read_parts(out, pq.read_schema(part_files(out)[0]).names)
-    for part in part_files(out):
-        part.unlink()
-    for first in range(0, len(run.paths), 8):
-        block = rows.filter(
-            pc.and_(pc.greater_equal(rows["index"], first), pc.less(rows["index"], first + 8))
-        )
-        write_parquet(out / "parts" / f"part-{first:010d}-{first:012x}.parquet", block)
-    parts = part_files(out)
+    parts = split_parts(out, len(run.paths), 8)
     lost = pq.read_table(parts[-1], columns=["index"])["index"].to_pylist()
     parts[-1].unlink()
     (out / "parts" / ".part-0000000099-0123456789ab.parquet.tmp").write_bytes(b"PAR1 torn")

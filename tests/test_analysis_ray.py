@@ -4,6 +4,7 @@ duplicated when an engine actor or the driver is killed mid-run."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from analysis_data import write_bad_entries, write_faces, write_noise, write_two_faces
+from analysis_data import (
+    split_parts,
+    write_bad_entries,
+    write_faces,
+    write_noise,
+    write_two_faces,
+)
 
 import deepfake_xai as dx
 from deepfake_xai.analysis import AnalysisResult, analyze
@@ -109,6 +116,24 @@ def test_ray_gives_the_rows_of_the_local_backend(cluster, mixed, detectors, tmp_
     assert on_ray.info["parameters"]["backend"] == "ray"
     assert on_ray.info["ray"]["actors"] == 1 and on_ray.info["ray"]["gpus_per_actor"] == 0
     assert on_ray.summary["errors"] == local.summary["errors"] == 6
+    # Either backend resumes the other's run: drop the local run's last parts, finish on Ray.
+    shutil.copytree(local.out, tmp_path / "mixed_resume")
+    for part in split_parts(tmp_path / "mixed_resume", len(local.paths), 8)[2:]:
+        part.unlink()
+    resumed = analyze(
+        mixed,
+        detectors=detectors,
+        layers=("final", "mid"),
+        projection=None,
+        out=tmp_path / "mixed_resume",
+        batch_size=4,
+        progress=False,
+        report=False,
+        backend="ray",
+        threads=1,
+    )
+    assert resumed.summary["resumed"] == 16 and resumed.summary["processed_now"] > 0
+    assert_same(local, resumed)
 
 
 def actor_pids() -> set[int]:

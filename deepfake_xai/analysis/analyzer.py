@@ -28,6 +28,7 @@ import torch
 
 from ..detectors import Detector, resolve_device
 from ..explainers.base import TARGETS
+from ..paths import path_to_text
 from ..registry import EXPLAINERS
 from .block import BlockAnalyser, build_engines
 from .decode import Decoder, harmonization_slots
@@ -40,6 +41,7 @@ from .store import (
     NO_FACE,
     OK,
     PREDICTIONS,
+    REPORT,
     UNREADABLE,
     RunStore,
     export_tables,
@@ -115,7 +117,8 @@ class Analyzer:
             layers = [layers]
         _check_parameters(batch_size, num_workers, target, layers, explainers)
         self.backend = _backend(backend, ray_address, actors, gpus_per_actor, cpus_per_actor)
-        self.ray = RayOptions(ray_address, actors, gpus_per_actor, cpus_per_actor or 1.0)
+        cpus = 1.0 if cpus_per_actor is None else cpus_per_actor
+        self.ray = RayOptions(ray_address, actors, gpus_per_actor, cpus)
         if faces:
             _check_faces_available()
         if threads is not None:
@@ -244,9 +247,7 @@ class Analyzer:
             summary = summarise(result, processed, resumed, streamed)
             summary.update(threads=self.threads, backend=self.backend)
             store.update_info(status="complete", summary=summary, timing=asdict(timing))
-        if self.report and (
-            not up_to_date or projected or not (store.out / "report.html").exists()
-        ):
+        if self.report and (not up_to_date or projected or not (store.out / REPORT).exists()):
             self._write_report(store, timing, start, keep_timing=up_to_date)
 
     def _write_report(
@@ -528,11 +529,11 @@ def _projection_name(projection: str | None) -> str | None:
 
 
 def _describe_labels(labels: LabelSpec) -> Any:
-    if labels is None or isinstance(labels, str):
+    if labels is None or labels == "folders":
         return labels
     if isinstance(labels, Mapping):
         return f"mapping of {len(labels)} labels"
-    return os.fspath(labels)
+    return path_to_text(labels)
 
 
 def _digest(value: Any) -> str:

@@ -14,7 +14,8 @@ Sides, each in a fresh subprocess with the same environment (threads, glibc mall
   everything) and a second one (the pipeline and its actors starting, which every ``analyze``
   call pays); "images/s after start-up" divides the images by the run's time minus that
   second one-batch run;
-- **memory N**: ``analyze`` on N images (the folder's files repeated through symlinks), with the
+- **memory N**: ``analyze`` on N whole images (the folder's files repeated through symlinks;
+  the face check, which holds no state, is off to keep the run short), with the
   peak resident memory of the main process (kernel high-water mark, reset after warm-up) and the
   peak proportional memory (PSS) of the main process and its decoding workers together (sampled
   every 0.25 s; PSS splits copy-on-write pages shared after the fork instead of counting them
@@ -306,11 +307,11 @@ DESCRIPTION = """\
 `benchmarks/analyze_throughput.py` measures `deepfake_xai.analyze` end to end (decoding in
 DataLoader workers, both detectors, final-layer Grad-CAM, every row, embedding and CAM written
 to disk; projection and report off) against `Engine.run` alone on the same images decoded
-beforehand, which is the ceiling. The memory rows run `analyze` on 1k and 10k images (the
-sample repeated through symlinks) at a smaller size to keep the run short: the peak RSS of the
-main process and the peak PSS of the main process plus its decoding workers should not grow
-with the number of images, apart from the memmapped embeddings and CAMs the run is writing
-(2 x 1280 fp16 values per image, about 51 MB at 10k), whose dirty pages count as resident.
+beforehand, which is the ceiling. The memory rows run `analyze` on 1k and 10k whole images
+(the sample repeated through symlinks; no face check) at a smaller size to keep the run short:
+the peak RSS of the main process and the peak PSS of the main process plus its decoding
+workers should not grow with the number of images (each block's rows, embeddings and CAMs go
+to a Parquet part on disk and leave memory).
 On the shared 2-core machine these rows move by tens of percent from run to run (other work
 shares the cores), so compare rows of one table. With one torch thread, a decoding worker
 competes with the engine for the second core here; on a GPU machine the workers decode while
@@ -426,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         most = max(args.workers)
         for n in args.repeat_to:
             config = {"side": "analyze", "label": f"analyze, memory at {n}", "workers": most}
-            config.update(base, image_size=args.memory_size)
+            config.update(base, image_size=args.memory_size, faces=False)
             config["paths"] = repeated(paths, n, scratch / "many")
             results.append(run_worker(config, env, scratch))
     report = {

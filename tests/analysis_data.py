@@ -10,10 +10,22 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
+import deepfake_xai as dx
 from deepfake_xai.analysis.store import part_files, read_parts, write_parquet
 from deepfake_xai.synthetic import make_sample
 
 NON_UTF8_NAME = os.fsdecode(b"bad_\xff.png")
+
+
+def save_builtins(folder: Path, size: int) -> list[str]:
+    """Both built-in detectors saved once (seeded), so every process uses the same weights."""
+    import torch
+
+    torch.manual_seed(0)
+    return [
+        str(dx.load_detector(name, image_size=size, device="cpu").save(folder / name))
+        for name in ("efficientnet_b0", "mobilenetv2_100")
+    ]
 
 
 def write_noise(folder: Path, n: int, seed: int, size: int = 40) -> list[Path]:

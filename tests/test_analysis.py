@@ -64,20 +64,25 @@ def folder(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def run(folder, detectors, tmp_path_factory) -> AnalysisResult:
-    """Both detectors, Grad-CAM at two layers, PCA, the report; one decoding worker."""
+def analyse_folder(folder: Path, detectors: list, out: Path, workers: int) -> AnalysisResult:
+    """The run of the ``run`` fixture: both detectors, Grad-CAM at two layers, PCA, report."""
     return analyze(
         folder,
         detectors=detectors,
         layers=("final", "mid"),
         projection="pca",
-        out=tmp_path_factory.mktemp("run") / "out",
+        out=out,
         batch_size=8,
-        num_workers=1,
+        num_workers=workers,
         progress=False,
         faces=False,
     )
+
+
+@pytest.fixture(scope="module")
+def run(folder, detectors, tmp_path_factory) -> AnalysisResult:
+    """:func:`analyse_folder` with one decoding worker."""
+    return analyse_folder(folder, detectors, tmp_path_factory.mktemp("run") / "out", 1)
 
 
 def test_every_output_file_is_written(run, folder):
@@ -209,17 +214,7 @@ def test_resume_after_a_kill_finishes_without_duplicates(run, folder, detectors,
     partial = AnalysisResult(out)
     assert not partial.predictions.duplicated(["index", "detector"]).any()
     assert len(partial.predictions) == len(run.predictions) - 2 * len(set(lost))
-    resumed = analyze(
-        folder,
-        detectors=detectors,
-        layers=("final", "mid"),
-        projection="pca",
-        out=out,
-        batch_size=8,
-        num_workers=0,
-        progress=False,
-        faces=False,
-    )
+    resumed = analyse_folder(folder, detectors, out, 0)
     assert resumed.summary["processed_now"] == len(set(lost))
     assert resumed.summary["resumed"] == len(run.paths) - len(set(lost))
     assert not list(out.rglob(".*.tmp"))
@@ -505,17 +500,7 @@ def test_rerunning_a_finished_run_recomputes_nothing(run, folder, detectors, tmp
     out = tmp_path / "out"
     shutil.copytree(run.out, out)
     stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
-    again = analyze(
-        folder,
-        detectors=detectors,
-        layers=("final", "mid"),
-        projection="pca",
-        out=out,
-        batch_size=8,
-        num_workers=0,
-        progress=False,
-        faces=False,
-    )
+    again = analyse_folder(folder, detectors, out, 0)
     changed = {
         p.name for p in out.iterdir() if p.is_file() and p.stat().st_mtime_ns != stamps[p.name]
     }

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from analysis_data import (
+    save_builtins,
     split_parts,
     write_bad_entries,
     write_faces,
@@ -23,7 +23,6 @@ from analysis_data import (
     write_two_faces,
 )
 
-import deepfake_xai as dx
 from deepfake_xai.analysis import AnalysisResult, analyze
 from deepfake_xai.analysis.store import part_files
 
@@ -45,13 +44,8 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def detectors(tmp_path_factory) -> list[str]:
-    """Both built-ins as checkpoints, so a separate driver process loads the same weights."""
-    folder = tmp_path_factory.mktemp("checkpoints")
-    torch.manual_seed(0)
-    return [
-        str(dx.load_detector(name, image_size=SIZE, device="cpu").save(folder / name))
-        for name in ("efficientnet_b0", "mobilenetv2_100")
-    ]
+    """Both built-ins as checkpoints, so every process analyses with the same weights."""
+    return save_builtins(tmp_path_factory.mktemp("checkpoints"), SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +67,21 @@ def noise(tmp_path_factory) -> Path:
     write_noise(root / "real", 120, seed=1, size=SIZE)
     write_noise(root / "fake", 120, seed=2, size=SIZE)
     return root
+
+
+def analyse_noise(noise: Path, detectors: list[str], out: Path, **options) -> AnalysisResult:
+    """Whole images, final-layer Grad-CAM, no projection nor report."""
+    return analyze(
+        noise,
+        detectors=detectors,
+        projection=None,
+        out=out,
+        batch_size=4,
+        progress=False,
+        report=False,
+        faces=False,
+        **options,
+    )
 
 
 def run_both(data: Path, detectors: list[str], out: Path, **options) -> tuple:
@@ -161,18 +170,7 @@ def test_a_killed_engine_actor_loses_and_duplicates_nothing(cluster, noise, dete
 
     def analyse() -> None:
         try:
-            outcome["result"] = analyze(
-                noise,
-                detectors=detectors,
-                projection=None,
-                out=out,
-                batch_size=4,
-                progress=False,
-                report=False,
-                faces=False,
-                backend="ray",
-                threads=1,
-            )
+            outcome["result"] = analyse_noise(noise, detectors, out, backend="ray", threads=1)
         except BaseException as exc:  # reported by the assertion below
             outcome["error"] = exc
 
@@ -190,17 +188,7 @@ def test_a_killed_engine_actor_loses_and_duplicates_nothing(cluster, noise, dete
     assert max(p.stat().st_mtime for p in part_files(out)) > killed_at
     rows = result.predictions
     assert len(rows) == 2 * 240 and not rows.duplicated(["index", "detector"]).any()
-    local = analyze(
-        noise,
-        detectors=detectors,
-        projection=None,
-        out=tmp_path / "local",
-        batch_size=4,
-        num_workers=1,
-        progress=False,
-        report=False,
-        faces=False,
-    )
+    local = analyse_noise(noise, detectors, tmp_path / "local", num_workers=1)
     np.testing.assert_allclose(rows["p_fake"], local.predictions["p_fake"], atol=1e-5)
 
 
@@ -220,18 +208,7 @@ def test_a_killed_driver_resumes_without_loss_or_duplicates(cluster, noise, dete
     assert driver.returncode == -signal.SIGKILL
     committed = len(AnalysisResult(out).predictions)
     assert 0 < committed < 2 * 240
-    resumed = analyze(
-        noise,
-        detectors=detectors,
-        projection=None,
-        out=out,
-        batch_size=4,
-        progress=False,
-        report=False,
-        faces=False,
-        backend="ray",
-        threads=1,
-    )
+    resumed = analyse_noise(noise, detectors, out, backend="ray", threads=1)
     assert resumed.summary["resumed"] == committed // 2
     rows = resumed.predictions
     assert len(rows) == 2 * 240 and not rows.duplicated(["index", "detector"]).any()

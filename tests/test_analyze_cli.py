@@ -12,11 +12,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
-from analysis_data import NON_UTF8_NAME
+from analysis_data import NON_UTF8_NAME, save_builtins
 from PIL import Image
 
-import deepfake_xai as dx
 from deepfake_xai.analysis import AnalysisResult, analyze
 from deepfake_xai.analysis.store import part_files, read_parts
 from deepfake_xai.cli import main
@@ -49,13 +47,8 @@ def images(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> list[str]:
-    """Both built-ins saved once, so every process analyses with the same weights."""
-    folder = tmp_path_factory.mktemp("checkpoints")
-    torch.manual_seed(0)
-    return [
-        str(dx.load_detector(name, image_size=SIZE, device="cpu").save(folder / name))
-        for name in ("efficientnet_b0", "mobilenetv2_100")
-    ]
+    """Both built-ins as checkpoints, so every process analyses with the same weights."""
+    return save_builtins(tmp_path_factory.mktemp("checkpoints"), SIZE)
 
 
 def cli_args(images: Path, checkpoints: list[str], out: Path) -> list[str]:

@@ -119,6 +119,10 @@ class Analyzer:
         self.backend = _backend(backend, ray_address, actors, gpus_per_actor, cpus_per_actor)
         cpus = 1.0 if cpus_per_actor is None else cpus_per_actor
         self.ray = RayOptions(ray_address, actors, gpus_per_actor, cpus)
+        if self.backend == "ray":
+            from .ray_backend import import_ray
+
+            import_ray()
         if faces:
             _check_faces_available()
         if threads is not None:

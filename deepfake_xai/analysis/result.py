@@ -266,7 +266,7 @@ class AnalysisResult:
             "every image was already analysed; nothing recomputed" if s.get("up_to_date") else "",
             f"analyzed {s['images']} images with {', '.join(s['detectors'])}: "
             f"{s['processed_now']} in {s['seconds']:.1f} s "
-            f"({s['images_per_second']:.1f} images/s, {s.get('threads', '?')} threads"
+            f"({s['images_per_second']:.1f} images/s, torch threads: {s.get('threads', '?')}"
             f"{', ' + s['backend'] if s.get('backend') else ''}), {s['resumed']} from before",
             f"  readable: {s['processed']}, unreadable: {s['errors']}"
             + (f" (reasons in {self.out / ERRORS})" if s["errors"] else ""),

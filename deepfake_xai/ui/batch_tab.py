@@ -129,6 +129,7 @@ def run_batch(
         device=detectors[0].device,
         progress=True,
         report=True,
+        faces=False,
     )
     root = run_dir / "uploads"
     table = _table(result.predictions, root)

@@ -4,9 +4,18 @@ Sides, each in a fresh subprocess with the same environment (threads, glibc mall
 
 - **engine**: ``Engine.run`` (both detectors, P(fake) + embedding + final-layer Grad-CAM) on
   uint8 batches decoded and harmonised beforehand: the ceiling for ``analyze``;
-- **analyze**: ``Analyzer.run`` on the same JPEG files: decoding in DataLoader workers, the
-  engine, and every row, embedding and CAM written to disk (projection and report off);
-- **memory N**: ``analyze`` on N images (the folder's files repeated through symlinks), with the
+- **analyze**: ``Analyzer.run`` on the same JPEG files: decoding (and the face check, unless
+  ``--no-faces``) in DataLoader workers, the engine, and every row, embedding and CAM written
+  to disk (projection and report off);
+- **ray, N actors**: the same ``Analyzer.run`` with ``backend="ray"`` on a fresh local Ray
+  (``ray.init(num_cpus=<cores>)``): decoding in Ray tasks, the engines in N actors (with 2
+  actors on 2 cores each actor reserves half a CPU, so that one is left for decoding). Ray's
+  fixed costs are timed apart: ``ray.init``, a first one-batch run (Ray's workers importing
+  everything) and a second one (the pipeline and its actors starting, which every ``analyze``
+  call pays); "images/s after start-up" divides the images by the run's time minus that
+  second one-batch run;
+- **memory N**: ``analyze`` on N whole images (the folder's files repeated through symlinks;
+  the face check, which holds no state, is off to keep the run short), with the
   peak resident memory of the main process (kernel high-water mark, reset after warm-up) and the
   peak proportional memory (PSS) of the main process and its decoding workers together (sampled
   every 0.25 s; PSS splits copy-on-write pages shared after the fork instead of counting them
@@ -51,6 +60,7 @@ SHARED = HERE.parents[1] / "shared" / "data" / "faces-140k-sample"
 DETECTORS = ("efficientnet_b0", "mobilenetv2_100")
 MIB = 1 << 20
 WARMUP_BATCHES = 2
+LOCAL_ANCHOR = "analyze, 1 workers"
 
 
 # -- inside the worker subprocess ---------------------------------------------------------------
@@ -60,11 +70,26 @@ def detectors(image_size: int) -> list:
     return [dx.load_detector(name, image_size=image_size, device="cpu") for name in DETECTORS]
 
 
+def make_analyzer(config: dict, **backend):
+    from deepfake_xai.analysis import Analyzer
+
+    return Analyzer(
+        detectors(config["image_size"]),
+        projection=None,
+        batch_size=config["batch_size"],
+        progress=False,
+        report=False,
+        resume=False,
+        faces=config["faces"],
+        **backend,
+    )
+
+
 def engine_side(config: dict) -> dict:
     """Engine.run alone on pre-decoded batches."""
     import torch
 
-    from deepfake_xai.analysis.loader import draft_size
+    from deepfake_xai.analysis.decode import draft_size
     from deepfake_xai.engine import Engine
     from deepfake_xai.images import load_image
     from deepfake_xai.preprocessing import to_uint8_tensor
@@ -90,34 +115,60 @@ def engine_side(config: dict) -> dict:
 
 def analyze_side(config: dict) -> dict:
     """Analyzer.run end to end, after a warm-up run on two batches."""
-    from deepfake_xai.analysis import Analyzer
-
-    analyzer = Analyzer(
-        detectors(config["image_size"]),
-        projection=None,
-        batch_size=config["batch_size"],
-        num_workers=config["workers"],
-        progress=False,
-        report=False,
-        resume=False,
-    )
-    paths = config["paths"]
+    analyzer = make_analyzer(config, num_workers=config["workers"])
     with tempfile.TemporaryDirectory() as tmp:
-        analyzer.run(paths[: WARMUP_BATCHES * config["batch_size"]], Path(tmp) / "warmup")
-        reset = reset_peak_rss()
-        sampler = PeakSampler().start()
-        start = time.perf_counter()
-        result = analyzer.run(paths, Path(tmp) / "run")
-        seconds = time.perf_counter() - start
-        sampler.stop()
-        assert result.summary["processed"] == len(paths), result.summary
-        return {
-            "images": len(paths),
-            "seconds": seconds,
-            "timing": result.info["timing"],
-            "peak_main_mib": peak_rss_bytes(reset) / MIB,
-            "peak_total_mib": sampler.peak / MIB,
-        }
+        analyzer.run(config["paths"][: WARMUP_BATCHES * config["batch_size"]], Path(tmp) / "warm")
+        return timed_run(analyzer, config["paths"], Path(tmp) / "run")
+
+
+def ray_side(config: dict) -> dict:
+    """Analyzer.run on a fresh local Ray: start-up timed apart, then one run end to end."""
+    import ray
+
+    start = time.perf_counter()
+    ray.init(num_cpus=config["ray_cpus"], include_dashboard=False, log_to_driver=False)
+    init_seconds = time.perf_counter() - start
+    analyzer = make_analyzer(
+        config,
+        backend="ray",
+        actors=config["actors"],
+        cpus_per_actor=config["cpus_per_actor"],
+        threads=1,
+    )
+    one_batch = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for attempt in ("cold", "warm"):
+            start = time.perf_counter()
+            analyzer.run(config["paths"][: config["batch_size"]], Path(tmp) / attempt)
+            one_batch.append(time.perf_counter() - start)
+        result = timed_run(analyzer, config["paths"], Path(tmp) / "run")
+    ray.shutdown()
+    return {
+        **result,
+        "ray_init_seconds": init_seconds,
+        "first_batch_seconds": one_batch[0],
+        "one_batch_seconds": one_batch[1],
+    }
+
+
+def timed_run(analyzer, paths: list[str], out: Path) -> dict:
+    """One ``analyzer.run`` with its wall time and peak memory."""
+    reset = reset_peak_rss()
+    sampler = PeakSampler().start()
+    start = time.perf_counter()
+    result = analyzer.run(paths, out)
+    seconds = time.perf_counter() - start
+    sampler.stop()
+    summary = result.summary
+    assert summary["processed"] + (summary.get("no_face") or 0) == len(paths), summary
+    return {
+        "images": len(paths),
+        "seconds": seconds,
+        "no_face": summary.get("no_face"),
+        "timing": result.info["timing"],
+        "peak_main_mib": peak_rss_bytes(reset) / MIB,
+        "peak_total_mib": sampler.peak / MIB,
+    }
 
 
 class PeakSampler:
@@ -156,8 +207,8 @@ class PeakSampler:
 
 
 def worker(config: dict) -> dict:
-    side = engine_side if config["side"] == "engine" else analyze_side
-    result = side(config)
+    sides = {"engine": engine_side, "analyze": analyze_side, "ray": ray_side}
+    result = sides[config["side"]](config)
     return {**{k: v for k, v in config.items() if k != "paths"}, **result}
 
 
@@ -208,10 +259,11 @@ def rate(result: dict) -> float:
 
 def table(results: list[dict]) -> str:
     engine = next((r for r in results if r["side"] == "engine"), None)
+    local = next((r for r in results if r["label"] == LOCAL_ANCHOR), None)
     lines = [
-        "| side | images | px | batch | workers | images/s | x engine | peak RSS MiB main | "
-        "peak PSS MiB main+workers |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| side | images | px | batch | workers / actors | images/s | x engine | x local | "
+        "images/s after start-up | peak RSS MiB main | peak PSS MiB all processes |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         ratio = (
@@ -219,12 +271,35 @@ def table(results: list[dict]) -> str:
             if engine and r["image_size"] == engine["image_size"]
             else "-"
         )
+        versus_local = f"{rate(r) / rate(local):.2f}" if local and r["side"] == "ray" else "-"
+        started = (
+            f"{r['images'] / (r['seconds'] - r['one_batch_seconds']):.1f}"
+            if "one_batch_seconds" in r
+            else "-"
+        )
         main_mib = f"{r['peak_main_mib']:.0f}" if "peak_main_mib" in r else "-"
         total_mib = f"{r['peak_total_mib']:.0f}" if "peak_total_mib" in r else "-"
+        width = r.get("actors", r.get("workers", "-"))
         lines.append(
             f"| {r['label']} | {r['images']} | {r['image_size']} | {r['batch_size']} | "
-            f"{r.get('workers', '-')} | {rate(r):.1f} | {ratio} | {main_mib} | {total_mib} |"
+            f"{width} | {rate(r):.1f} | {ratio} | {versus_local} | {started} | {main_mib} | "
+            f"{total_mib} |"
         )
+    return "\n".join(lines)
+
+
+def startup_table(results: list[dict]) -> str:
+    """Ray's fixed costs, per Ray row: ``ray.init`` and a one-batch run."""
+    lines = [
+        "| side | ray.init s | first one-batch run s | one-batch run s (every call) |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in results:
+        if r["side"] == "ray":
+            lines.append(
+                f"| {r['label']} | {r['ray_init_seconds']:.1f} | {r['first_batch_seconds']:.1f} | "
+                f"{r['one_batch_seconds']:.1f} |"
+            )
     return "\n".join(lines)
 
 
@@ -232,17 +307,21 @@ DESCRIPTION = """\
 `benchmarks/analyze_throughput.py` measures `deepfake_xai.analyze` end to end (decoding in
 DataLoader workers, both detectors, final-layer Grad-CAM, every row, embedding and CAM written
 to disk; projection and report off) against `Engine.run` alone on the same images decoded
-beforehand, which is the ceiling. The memory rows run `analyze` on 1k and 10k images (the
-sample repeated through symlinks) at a smaller size to keep the run short: the peak RSS of the
-main process and the peak PSS of the main process plus its decoding workers should not grow
-with the number of images, apart from the memmapped embeddings and CAMs the run is writing
-(2 x 1280 fp16 values per image, about 51 MB at 10k), whose dirty pages count as resident.
+beforehand, which is the ceiling. The memory rows run `analyze` on 1k and 10k whole images
+(the sample repeated through symlinks; no face check) at a smaller size to keep the run short:
+the peak RSS of the main process and the peak PSS of the main process plus its decoding
+workers should not grow with the number of images (each block's rows, embeddings and CAMs go
+to a Parquet part on disk and leave memory).
 On the shared 2-core machine these rows move by tens of percent from run to run (other work
 shares the cores), so compare rows of one table. With one torch thread, a decoding worker
 competes with the engine for the second core here; on a GPU machine the workers decode while
-the device computes.
+the device computes. The Ray rows run the same images on a fresh local Ray (decoding in Ray
+tasks, the engines in 1 or 2 actors, one torch thread each); "x local" is their end-to-end rate
+over the `analyze, 1 workers` row of the same run, and their fixed costs (starting Ray, and the
+pipeline and its actors starting, which each `analyze` call pays; the first call also pays
+for Ray's workers importing torch and the package) are in the second table.
 
-    python benchmarks/analyze_throughput.py --quick     # about 8 minutes on 2 cores
+    python benchmarks/analyze_throughput.py --quick     # about 15 minutes on 2 cores
     python benchmarks/analyze_throughput.py             # 512 images, 3 rounds, 224 px memory runs\
 """
 
@@ -261,9 +340,11 @@ def update_readme(report: dict, path: Path = README) -> None:
             f"Machine: {report['machine']}; torch {report['torch']}; CPU; both detectors, "
             f"final-layer Grad-CAM; images: {report['data']}; throughput rows: best of "
             f"{report['rounds']} interleaved rounds; environment for every side: "
-            f"`{env}`. Measured {report['date']}.",
+            f"`{env}`; faces found first: {report['faces']}. Measured {report['date']}.",
             "",
             table(report["results"]),
+            "",
+            startup_table(report["results"]),
         ],
         heading="Analyze throughput",
     )
@@ -286,6 +367,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--rounds", type=int, default=None, help="interleaved rounds, best kept (3)"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--ray-actors",
+        type=int,
+        nargs="*",
+        default=[1, 2],
+        help="a Ray row per count of engine actors (none: no Ray rows)",
+    )
+    parser.add_argument("--no-faces", action="store_true", help="analyse whole images")
     parser.add_argument("--data", type=Path, default=SHARED)
     add_output_args(parser, "analyze_throughput")
     args = parser.parse_args(argv)
@@ -308,11 +397,27 @@ def main(argv: list[str] | None = None) -> int:
         scratch = Path(tmp)
         paths = image_paths(args.data, args.n, scratch)
         data = args.data if args.data.is_dir() else "generated 256 px JPEGs"
-        base = {"batch_size": args.batch_size, "image_size": args.image_size}
+        base = {
+            "batch_size": args.batch_size,
+            "image_size": args.image_size,
+            "faces": not args.no_faces,
+        }
         configs = [{**base, "side": "engine", "label": "engine alone"}]
         configs += [
             {**base, "side": "analyze", "label": f"analyze, {w} workers", "workers": w}
             for w in args.workers
+        ]
+        cores = os.cpu_count() or 1
+        configs += [
+            {
+                **base,
+                "side": "ray",
+                "label": f"ray, {n} actor{'s' if n > 1 else ''}",
+                "actors": n,
+                "cpus_per_actor": min(1.0, (cores - 1) / n),
+                "ray_cpus": cores,
+            }
+            for n in args.ray_actors
         ]
         rounds = [
             [run_worker({**c, "paths": paths[: args.n]}, env, scratch) for c in configs]
@@ -322,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         most = max(args.workers)
         for n in args.repeat_to:
             config = {"side": "analyze", "label": f"analyze, memory at {n}", "workers": most}
-            config.update(batch_size=args.batch_size, image_size=args.memory_size)
+            config.update(base, image_size=args.memory_size, faces=False)
             config["paths"] = repeated(paths, n, scratch / "many")
             results.append(run_worker(config, env, scratch))
     report = {
@@ -332,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": str(data),
         "rounds": args.rounds,
         "env": {"OMP_NUM_THREADS": str(args.threads), **MALLOC_ENV},
+        "faces": not args.no_faces,
         "date": time.strftime("%Y-%m-%d"),
         "results": results,
     }

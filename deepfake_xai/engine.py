@@ -117,13 +117,16 @@ class Engine:
         """Detector name -> its Harmonization (decode once, harmonise per distinct value)."""
         return {d.name: d.harmonization for d in self.detectors}
 
-    def run(self, batch: torch.Tensor | Mapping[str, torch.Tensor]) -> dict[str, DetectorOutput]:
+    def run(
+        self, batch: torch.Tensor | Mapping[str, torch.Tensor], *, check_finite: bool = True
+    ) -> dict[str, DetectorOutput]:
         """Analyse one uint8 ``(B, 3, H, W)`` batch shared by all detectors, or a mapping
         detector name -> its own uint8 batch. Returns detector name -> :class:`DetectorOutput`.
 
         Raises:
             NonFiniteOutputError: a detector produced NaN or infinite logits (no verdict is
-                made from them).
+                made from them). With ``check_finite=False`` they come back as NaN
+                probabilities instead, for callers that mark those images one by one.
         """
         inputs = self._inputs(batch)
         results: dict[str, dict[str, torch.Tensor]] = {}
@@ -140,7 +143,8 @@ class Engine:
         for (name, key), array in zip(keys, arrays, strict=True):
             host[name][key] = array
         for name, arrays_of_detector in host.items():
-            check_finite_logits(name, arrays_of_detector["logits"])
+            if check_finite:
+                check_finite_logits(name, arrays_of_detector["logits"])
         return {name: _output(name, host[name], seconds[name]) for name in results}
 
     def _inputs(self, batch: torch.Tensor | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

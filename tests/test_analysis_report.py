@@ -11,7 +11,6 @@ from models import SIZE, AlignedQuadrantDetector, QuadrantDetector
 from PIL import Image, ImageFilter
 
 from deepfake_xai.analysis import analyze
-from deepfake_xai.analysis.report import _display_path
 from deepfake_xai.evaluation import evaluate
 
 
@@ -49,6 +48,7 @@ def test_report_shows_every_explainer_and_layer_and_links_the_trust_checks(
         batch_size=8,
         num_workers=0,
         progress=False,
+        faces=False,  # noise quadrants, not faces
     )
     page = result.report_path.read_text(encoding="utf-8")
     assert page.count("gradcam · final") == page.count("saliency · input") > 0
@@ -72,9 +72,21 @@ def test_report_shows_every_explainer_and_layer_and_links_the_trust_checks(
     assert '<td class="num">aligned</td><td class="num">gradcam</td>' in page
 
 
-def test_display_path_shows_undecodable_bytes_as_escapes():
-    name = os.fsdecode(b"bad_\xff.jpg")
-    shown = _display_path(name)
-    assert shown == "bad_\\udcff.jpg"
-    shown.encode("utf-8")  # writable into the UTF-8 page
-    assert _display_path("visage_été.png") == "visage_été.png"
+def test_file_names_that_are_not_utf8_are_shown_escaped(faces, detectors, tmp_path):
+    folder = tmp_path / "odd-names"
+    (folder / "fake").mkdir(parents=True)
+    odd = os.fsdecode(os.fsencode(folder / "fake") + b"/bad_\xff.png")
+    Image.open(faces / "fake" / "0.png").save(odd, format="PNG")
+    result = analyze(
+        folder,
+        detectors=detectors,
+        explainers=[],
+        projection=None,
+        out=tmp_path / "run",
+        batch_size=8,
+        num_workers=0,
+        progress=False,
+        faces=False,  # noise quadrants, not faces
+    )
+    page = result.report_path.read_text(encoding="utf-8")
+    assert "bad_\\xff.png" in page

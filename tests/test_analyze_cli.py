@@ -1,4 +1,4 @@
-"""``deepfake-xai analyze``: exit statuses, and resuming after a real SIGKILL."""
+"""``deepfake-xai analyze``: options, exit statuses, and resuming after a real SIGKILL."""
 
 from __future__ import annotations
 
@@ -10,18 +10,25 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
-import torch
+from analysis_data import NON_UTF8_NAME, save_builtins
 from PIL import Image
 
-import deepfake_xai as dx
 from deepfake_xai.analysis import AnalysisResult, analyze
+from deepfake_xai.analysis.store import part_files, read_parts
 from deepfake_xai.cli import main
 
 N_PER_CLASS = 150
 SIZE = 32
 BATCH = 4
 CLI = "import sys; from deepfake_xai.cli import main; sys.exit(main())"
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """The CLI sets torch's threads for the whole process: keep this one at one thread."""
+    monkeypatch.setenv("DEEPFAKE_XAI_THREADS", "1")
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +47,8 @@ def images(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> list[str]:
-    """Both built-ins saved once, so every process analyses with the same weights."""
-    folder = tmp_path_factory.mktemp("checkpoints")
-    torch.manual_seed(0)
-    return [
-        str(dx.load_detector(name, image_size=SIZE, device="cpu").save(folder / name))
-        for name in ("efficientnet_b0", "mobilenetv2_100")
-    ]
+    """Both built-ins as checkpoints, so every process analyses with the same weights."""
+    return save_builtins(tmp_path_factory.mktemp("checkpoints"), SIZE)
 
 
 def cli_args(images: Path, checkpoints: list[str], out: Path) -> list[str]:
@@ -67,17 +69,21 @@ def cli_args(images: Path, checkpoints: list[str], out: Path) -> list[str]:
         "none",
         "--no-report",
         "--no-progress",
+        "--no-face-check",
+        "--threads",
+        "1",
     ]
 
 
-def rows_written(path: Path) -> int:
-    return path.read_bytes().count(b"\n") - 1 if path.exists() else 0
+def rows_written(out: Path) -> int:
+    """Rows in the committed parts of run folder ``out``."""
+    return read_parts(out, []).num_rows
 
 
-def kill_when_rows_appear(process: subprocess.Popen, predictions: Path, rows: int) -> None:
-    """SIGKILL ``process`` once ``predictions`` holds at least ``rows`` rows."""
+def kill_when_parts_appear(process: subprocess.Popen, out: Path) -> None:
+    """SIGKILL ``process`` once a part has been committed in ``out``."""
     deadline = time.monotonic() + 240
-    while rows_written(predictions) < rows:
+    while not part_files(out):
         if process.poll() is not None:
             pytest.fail(f"the run ended (status {process.returncode}) before it could be killed")
         if time.monotonic() > deadline:
@@ -97,10 +103,10 @@ def test_resume_after_sigkill_matches_a_clean_run(images, checkpoints, tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    kill_when_rows_appear(process, out / "predictions.csv", rows=1)
+    kill_when_parts_appear(process, out)
     assert process.returncode == -signal.SIGKILL
     total = 2 * (2 * N_PER_CLASS + 1)
-    assert rows_written(out / "predictions.csv") < total
+    assert 0 < rows_written(out) < total
 
     assert main(cli_args(images, checkpoints, out)) == 1
     printed = capsys.readouterr().out
@@ -122,6 +128,7 @@ def test_resume_after_sigkill_matches_a_clean_run(images, checkpoints, tmp_path,
         device="cpu",
         progress=False,
         report=False,
+        faces=False,
     )
     key = ["index", "detector"]
     a = rows.sort_values(key).reset_index(drop=True)
@@ -144,7 +151,32 @@ def test_exit_status_zero_when_every_image_is_read(images, checkpoints, tmp_path
     args = cli_args(folder.parent, checkpoints[1:], tmp_path / "out")
     assert main([*args, "--explainer", "none"]) == 0
     assert "readable: 3, unreadable: 0" in capsys.readouterr().out
-    assert not list((tmp_path / "out" / "cams").glob("*.npy"))
+    columns = pq.read_schema(part_files(tmp_path / "out")[0]).names
+    assert not [c for c in columns if c.startswith("cam:")]
+
+
+def test_checkpoint_alias_threads_and_a_non_utf8_name(images, checkpoints, tmp_path, capsys):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / "face.png").write_bytes((images / "fake" / "000.png").read_bytes())
+    (folder / NON_UTF8_NAME).write_bytes((images / "fake" / "001.png").read_bytes())
+    args = cli_args(folder, [], tmp_path / "out")
+    assert main([*args, "--checkpoint", checkpoints[1]]) == 0
+    assert "readable: 2, unreadable: 0" in capsys.readouterr().out
+    result = AnalysisResult(tmp_path / "out")
+    assert result.info["parameters"]["threads"] == 1 and result.summary["threads"] == 1
+    assert str(folder / NON_UTF8_NAME) in set(result.predictions["path"])
+    assert main([*args, "--checkpoint", checkpoints[1]]) == 0
+    assert "nothing recomputed" in capsys.readouterr().out
+
+
+def test_a_missing_face_detector_exits_with_2_naming_the_fix(images, monkeypatch, capsys):
+    import deepfake_xai.faces as faces
+
+    monkeypatch.setattr(faces, "faces_available", lambda: False)
+    assert main(["analyze", str(images), "--detector", "mobilenetv2_100"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'deepfake-xai[faces]'" in err and "--no-face-check" in err
 
 
 @pytest.mark.parametrize(

@@ -82,7 +82,7 @@ names = ("resnet18", "spectral_cnn", "mobilenetv2_100")
 detectors = [dx.load_detector(n, image_size=32, device="cpu") for n in names]
 result = analyze(paths, detectors=detectors, layers=("final", "mid"), projection="pca",
                  out=f"{folder}/run", batch_size=4, device="cpu", num_workers=0,
-                 progress=False, report=False)
+                 progress=False, report=False, faces=False)
 predictions = result.predictions
 demo = build_demo(detectors=detectors, device="cpu")
 print(json.dumps({

@@ -1,9 +1,11 @@
 """``analyze`` and ``Analyzer``: stream images through the engine into a resumable folder.
 
-Workers decode each image once; the detectors share each decoded batch through
-:meth:`Engine.run`; results are appended to disk batch by batch (see :mod:`.store`), so memory
-stays flat however many images there are. Projections and the report are made at the end from
-what is on disk, which also makes them work for resumed runs.
+Decoding (with the face check) runs in parallel, DataLoader workers locally or CPU tasks on Ray
+(see :mod:`.ray_backend`); the detectors share each decoded batch through :meth:`Engine.run`;
+each block's rows, embeddings and heatmaps are committed to disk as a Parquet part (see
+:mod:`.store`), so memory stays flat however many images there are and a killed run resumes.
+Projections and the report are made at the end from what is on disk, which also makes them work
+for resumed runs.
 """
 
 from __future__ import annotations
@@ -25,18 +27,33 @@ import numpy as np
 import torch
 
 from ..detectors import Detector, resolve_device
-from ..engine import DetectorOutput, Engine
 from ..explainers.base import TARGETS
+from ..paths import path_to_text
 from ..registry import EXPLAINERS
+from .block import BlockAnalyser, build_engines
+from .decode import Decoder, harmonization_slots
 from .inputs import Inputs, InputSpec, LabelSpec, resolve_inputs
-from .loader import Batch, DecodedImages, default_workers, make_loader
-from .result import AnalysisResult, read_predictions
-from .store import FORMAT, PREDICTIONS, PREDICTIONS_PARQUET, RunStore
+from .loader import DecodedImages, default_workers, make_loader
+from .result import AnalysisResult
+from .store import (
+    FORMAT,
+    INVALID_SCORE,
+    NO_FACE,
+    OK,
+    PREDICTIONS,
+    REPORT,
+    UNREADABLE,
+    RunStore,
+    export_tables,
+    projection_stem,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
 DEFAULT_DETECTORS = ("efficientnet_b0", "mobilenetv2_100")
+BACKENDS = ("local", "ray")
+FACES_SWITCH = "faces=False (--no-face-check)"
 log = logging.getLogger(__name__)
 DetectorSpec = Detector | str | os.PathLike
 
@@ -51,6 +68,17 @@ class Timing:
     projection: float = 0.0
     report: float = 0.0
     total: float = 0.0
+    ray_startup: float = 0.0
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide the Ray backend runs (see :func:`analyze`)."""
+
+    address: str | None = None
+    actors: int | None = None
+    gpus_per_actor: float | None = None
+    cpus_per_actor: float = 1.0
 
 
 class Analyzer:
@@ -75,12 +103,34 @@ class Analyzer:
         resume: bool = True,
         progress: bool = True,
         report: bool = True,
+        faces: bool = True,
+        threads: int | None = None,
+        backend: str = "local",
+        ray_address: str | None = None,
+        actors: int | None = None,
+        gpus_per_actor: float | None = None,
+        cpus_per_actor: float | None = None,
     ):
         if isinstance(explainers, str):
             explainers = [explainers]
         if isinstance(layers, str):
             layers = [layers]
         _check_parameters(batch_size, num_workers, target, layers, explainers)
+        self.backend = _backend(backend, ray_address, actors, gpus_per_actor, cpus_per_actor)
+        cpus = 1.0 if cpus_per_actor is None else cpus_per_actor
+        self.ray = RayOptions(ray_address, actors, gpus_per_actor, cpus)
+        if self.backend == "ray":
+            from .ray_backend import import_ray
+
+            import_ray()
+        if faces:
+            _check_faces_available()
+        if threads is not None:
+            from ..runtime import configure_threads
+
+            configure_threads(threads)
+        per_actor = threads or max(1, math.floor(self.ray.cpus_per_actor))
+        self.threads = per_actor if self.backend == "ray" else torch.get_num_threads()
         self.explainers = list(dict.fromkeys(explainers))
         self.layers = list(dict.fromkeys(layers))
         self.projection = _projection_name(projection)
@@ -91,34 +141,43 @@ class Analyzer:
         self.resume = resume
         self.progress = progress
         self.report = report
-        self.engines = self._build_engines(detectors, resolve_device(device), amp)
-        self.detectors = self.engines[0].detectors
+        self.faces = bool(faces)
+        self.amp = amp
+        self.device = device
+        local = self.backend == "local"
+        self.detectors = load_detectors(detectors, resolve_device(device if local else "cpu"))
         self.names = [d.name for d in self.detectors]
-        self._harmonizations, self._slot = _distinct_harmonizations(self.engines[0])
+        harmonizations, self._slot = harmonization_slots(
+            {d.name: d.harmonization for d in self.detectors}
+        )
+        self.decoder = Decoder(tuple(harmonizations), self.faces)
         self._configs = {d.name: detector_config(d) for d in self.detectors}
-
-    def _build_engines(
-        self, specs: Sequence[DetectorSpec] | DetectorSpec, device: torch.device, amp: bool | None
-    ) -> list[Engine]:
-        """One engine per explainer over the same detectors (predictions only without any)."""
-        detectors = load_detectors(specs, device)
-        methods: list[str | None] = list(self.explainers) or [None]
-        options = {"layers": self.layers, "target": self.target, "device": device, "amp": amp}
-        first = Engine(detectors, method=methods[0], **options)
-        return [first] + [Engine(first.detectors, method=m, **options) for m in methods[1:]]
+        self.engines = []
+        if local:
+            options = (self.explainers, self.layers, target, resolve_device(device), amp)
+            self.engines = build_engines(self.detectors, *options)
+            self.detectors = self.engines[0].detectors
 
     # -- running ----------------------------------------------------------------------------
     def run(self, inputs: InputSpec, out: str | os.PathLike = "runs/analysis") -> AnalysisResult:
         """Analyse ``inputs`` into folder ``out`` (resuming it when it holds the same run)."""
         start = time.perf_counter()
         resolved = resolve_inputs(inputs, self.labels)
-        store = RunStore(out, self._info(resolved), resolved.paths, self.names, resume=self.resume)
+        store = RunStore(
+            out,
+            self._info(resolved),
+            resolved.paths,
+            resolved.labels,
+            self.names,
+            resume=self.resume,
+        )
         timing = Timing()
         try:
-            processed, resumed = self._stream(resolved, store, timing)
-            self._finish(store, processed, resumed, timing, start)
-            if self.report:
-                self._write_report(store, timing, start)
+            pending = [i for i in range(len(resolved)) if i not in store.done]
+            if pending:
+                self._stream(resolved, pending, store, timing)
+            store.commit()
+            self._finish(store, len(pending), len(resolved) - len(pending), timing, start)
         except KeyboardInterrupt:
             store.update_info(status="interrupted")
             raise
@@ -129,110 +188,88 @@ class Analyzer:
             store.close()
         return AnalysisResult(store.out)
 
-    def _stream(self, inputs: Inputs, store: RunStore, timing: Timing) -> tuple[int, int]:
-        """Process every image not yet done; returns (processed now, done before)."""
+    def _stream(self, inputs: Inputs, pending: list[int], store: RunStore, timing: Timing) -> None:
+        """Process the ``pending`` images on this machine or on Ray."""
+        if self.backend == "ray":
+            from .ray_backend import run_on_ray
+
+            ray_info = run_on_ray(self, inputs, pending, store, timing)
+            store.update_info(ray=ray_info)
+            return
         from tqdm.auto import tqdm
 
-        pending = [i for i in range(len(inputs)) if i not in store.done]
-        if not pending:
-            return 0, len(inputs)
-        dataset = DecodedImages(inputs, pending, self._harmonizations)
+        dataset = DecodedImages(inputs, pending, self.decoder)
         workers = min(self.num_workers, math.ceil(len(pending) / self.batch_size))
         pin = self.engines[0].device.type == "cuda"
         loader = make_loader(dataset, self.batch_size, workers, pin)
+        analyse = BlockAnalyser(self.engines, self.explainers, self._slot)
         with tqdm(total=len(pending), unit="img", desc="analyze", disable=not self.progress) as bar:
             waited = time.perf_counter()
-            for batch in loader:
-                timing.waiting_for_images += time.perf_counter() - waited
-                self._process(batch, inputs, store, timing)
-                bar.update(len(batch))
+            for block in loader:
+                began = time.perf_counter()
+                timing.waiting_for_images += began - waited
+                rows = analyse(block)
+                written = time.perf_counter()
+                timing.engine += written - began
+                store.add(rows)
+                timing.writing += time.perf_counter() - written
+                bar.update(len(block))
                 waited = time.perf_counter()
-        store.commit()
-        return len(pending), len(inputs) - len(pending)
-
-    def _process(self, batch: Batch, inputs: Inputs, store: RunStore, timing: Timing) -> None:
-        """Run the engines on one batch and commit its rows."""
-        probs: dict[str, np.ndarray] = {}
-        if len(batch.indices):
-            start = time.perf_counter()
-            feed = self._feed(batch)
-            outputs = [engine.run(feed) for engine in self.engines]
-            timing.engine += time.perf_counter() - start
-            self._write_arrays(store, batch.indices, outputs)
-            probs = {name: outputs[0][name].probs for name in self.names}
-        start = time.perf_counter()
-        rows, errors = self._rows(batch, inputs, probs)
-        store.add(rows, errors)
-        timing.writing += time.perf_counter() - start
-
-    def _feed(self, batch: Batch) -> torch.Tensor | dict[str, torch.Tensor]:
-        """The shared batch, or each detector's own when their harmonizations differ."""
-        if len(batch.images) == 1:
-            return batch.images[0]
-        return {name: batch.images[self._slot[name]] for name in self.names}
-
-    def _write_arrays(
-        self, store: RunStore, indices: np.ndarray, outputs: list[dict[str, DetectorOutput]]
-    ) -> None:
-        """Embeddings from the first engine; the heatmaps of every engine."""
-        for name in self.names:
-            store.write_embeddings(name, indices, outputs[0][name].embeddings)
-            for explainer, output in zip(self.explainers, outputs, strict=False):
-                for layer, maps in output[name].heatmaps.items():
-                    store.write_cams(name, explainer, layer, indices, maps)
-
-    def _rows(
-        self, batch: Batch, inputs: Inputs, probs: Mapping[str, np.ndarray]
-    ) -> tuple[list[tuple], list[tuple]]:
-        """predictions.csv rows (by index, then detector) and errors.csv rows of one batch."""
-        position = {int(i): k for k, i in enumerate(batch.indices)}
-        reasons = dict(batch.failures)
-        rows, errors = [], []
-        for index in sorted([*position, *reasons]):
-            path = inputs.paths[index]
-            label = inputs.labels[index] or batch.labels.get(index) or ""
-            if index in reasons:
-                errors.append((index, path, reasons[index]))
-                rows += [(index, path, n, "", "", label, reasons[index]) for n in self.names]
-                continue
-            for name in self.names:
-                p = float(probs[name][position[index]])
-                verdict = "fake" if p >= 0.5 else "real"
-                rows.append((index, path, name, f"{p:.7g}", verdict, label, ""))
-        return rows, errors
 
     # -- the end of a run -------------------------------------------------------------------
     def _finish(
         self, store: RunStore, processed: int, resumed: int, timing: Timing, start: float
     ) -> None:
-        """Projections, parquet and the summary in run.json."""
+        """Projections, exports and the summary in run.json; the report.
+
+        A rerun that found every image done keeps the summary and timing of the run that did
+        the work, and redoes only what is missing (a projection or report not made before).
+        """
         result = AnalysisResult(store.out)
+        previous = store.previous or {}
+        up_to_date = processed == 0 and previous.get("status") == "complete"
         began = time.perf_counter()
+        projected = False
         if self.projection:
             from .projection import write_projection
 
+            done_before = previous.get("parameters", {}).get("projection") == self.projection
             for name in self.names:
-                write_projection(result, name, self.projection)
+                path = store.out / f"{projection_stem(name)}.csv"
+                if not (up_to_date and done_before and path.exists()):
+                    write_projection(result, name, self.projection)
+                    projected = True
         timing.projection = time.perf_counter() - began
-        _write_parquet(store.out)
-        streamed = timing.waiting_for_images + timing.engine + timing.writing
-        timing.total = time.perf_counter() - start
-        summary = summarise(result, processed, resumed, streamed)
-        store.update_info(status="complete", summary=summary, timing=asdict(timing))
+        if not (up_to_date and (store.out / PREDICTIONS).exists()):
+            export_tables(store.out, result.predictions, result.errors)
+        if up_to_date and previous.get("summary"):
+            summary = {**previous["summary"], "up_to_date": True}
+            store.update_info(status="complete", summary=summary)
+        else:
+            streamed = timing.waiting_for_images + timing.engine + timing.writing
+            timing.total = time.perf_counter() - start
+            summary = summarise(result, processed, resumed, streamed)
+            summary.update(threads=self.threads, backend=self.backend)
+            store.update_info(status="complete", summary=summary, timing=asdict(timing))
+        if self.report and (not up_to_date or projected or not (store.out / REPORT).exists()):
+            self._write_report(store, timing, start, keep_timing=up_to_date)
 
-    def _write_report(self, store: RunStore, timing: Timing, start: float) -> None:
+    def _write_report(
+        self, store: RunStore, timing: Timing, start: float, keep_timing: bool
+    ) -> None:
         from .report import write_report
 
         began = time.perf_counter()
         write_report(AnalysisResult(store.out))
-        timing.report = time.perf_counter() - began
-        timing.total = time.perf_counter() - start
-        store.update_info(timing=asdict(timing))
+        if not keep_timing:
+            timing.report = time.perf_counter() - began
+            timing.total = time.perf_counter() - start
+            store.update_info(timing=asdict(timing))
 
     def _info(self, inputs: Inputs) -> dict[str, Any]:
         """run.json at the start of a run: parameters, detectors, fingerprint, versions."""
-        engine = self.engines[0]
         explanation = {"explainers": self.explainers, "layers": self.layers, "target": self.target}
+        engine = self.engines[0] if self.engines else None
         return {
             "format": FORMAT,
             "status": "running",
@@ -243,19 +280,24 @@ class Analyzer:
                 "detectors": self.names,
                 **explanation,
                 "projection": self.projection,
+                "faces": self.faces,
                 "batch_size": self.batch_size,
-                "device": str(engine.device),
+                "backend": self.backend,
+                "device": str(engine.device) if engine else str(self.device),
                 "num_workers": self.num_workers,
-                "amp": engine.amp,
-                "channels_last": engine.channels_last,
+                "threads": self.threads,
+                "amp": engine.amp if engine else self.amp,
+                "channels_last": engine.channels_last if engine else None,
                 "labels": _describe_labels(self.labels),
                 "report": self.report,
+                **({"ray": asdict(self.ray)} if self.backend == "ray" else {}),
             },
             "detectors": self._configs,
             "fingerprint": {
                 "inputs": inputs.fingerprint(),
                 "detectors": _digest(self._configs),
                 "explanation": _digest(explanation),
+                "faces": str(self.faces),
             },
             "versions": versions(),
         }
@@ -277,8 +319,15 @@ def analyze(
     resume: bool = True,
     progress: bool = True,
     report: bool = True,
+    faces: bool = True,
+    threads: int | None = None,
+    backend: str = "local",
+    ray_address: str | None = None,
+    actors: int | None = None,
+    gpus_per_actor: float | None = None,
+    cpus_per_actor: float | None = None,
 ) -> AnalysisResult:
-    """Predict, explain and project a batch of images; results stream into folder ``out``.
+    """Find the face, predict, explain and project a batch of images into folder ``out``.
 
     ``inputs``: a folder (``real/``/``fake/`` sub-folders give labels), a list of paths, a glob,
     a CSV manifest (``path,label``) or a torch ``Dataset`` yielding ``image`` or
@@ -286,8 +335,20 @@ def analyze(
     :class:`Detector` objects. ``explainers``: attribution methods, each stored per detector
     and layer. ``projection``: ``"tsne"``, ``"umap"``, ``"pca"`` or None. ``labels``: None
     (from folder names or the CSV), ``"folders"``, a CSV manifest or a mapping path -> label.
-    An existing ``out`` with the same inputs and parameters is resumed (``resume=False``
-    overwrites it). Unreadable images are recorded in ``errors.csv`` and the run goes on.
+    ``faces``: find faces first (the ``[faces]`` extra): an image without one gets status
+    ``no_face`` and no verdict; of several, the largest is framed like the training faces and
+    analysed (the number found and the box are in the predictions); False analyses whole
+    images. ``threads``: torch threads (see :func:`deepfake_xai.runtime.configure_threads`;
+    None leaves torch's setting). An existing ``out`` with the same inputs and parameters is
+    resumed (``resume=False`` overwrites it). Unreadable images are recorded with their reason
+    and the run goes on.
+
+    ``backend="ray"`` runs on Ray Data (the ``[ray]`` extra): decoding in CPU tasks, the
+    engines in ``actors`` stateful actors (default: one per GPU of the cluster, else one) with
+    ``gpus_per_actor`` GPUs (default 1 when the cluster has GPUs) and ``cpus_per_actor`` CPUs
+    (default 1) each, on the cluster at ``ray_address`` (None: the running or a new local
+    Ray; ``"auto"``: the cluster this machine belongs to). Results go to the same folder
+    layout, so either backend can resume the other's run.
     """
     options = dict(locals())  # this function's parameters, forwarded as they are
     inputs, out = options.pop("inputs"), options.pop("out")
@@ -310,15 +371,10 @@ def load_detectors(
     ]
     names = [d.name for d in detectors]
     for spec, detector in zip(specs, detectors, strict=True):
-        if isinstance(spec, Detector):
+        # load_detector already warns (UntrainedDetectorWarning) about registry-built detectors.
+        if isinstance(spec, Detector) or not is_checkpoint_reference(spec):
             continue
-        if not is_checkpoint_reference(spec):
-            log.warning(
-                "%s: built from the registry, not fine-tuned; its verdicts mean nothing until "
-                "you pass a checkpoint (see `deepfake-xai train`)",
-                spec,
-            )
-        elif names.count(detector.name) > 1:
+        if names.count(detector.name) > 1:
             detector.name = f"{detector.name}@{Path(os.fspath(spec)).stem}"
     names = [d.name for d in detectors]
     duplicated = sorted({n for n in names if names.count(n) > 1})
@@ -344,11 +400,17 @@ def summarise(
     """Counts, throughput of this call, and metrics per detector when labels are known."""
     rows = result.predictions
     done = rows["index"].nunique()
-    errors = int(rows.loc[rows["error"] != "", "index"].nunique())
+
+    def images(status: str) -> int:
+        return int(rows.loc[rows["status"] == status, "index"].nunique())
+
+    errors, no_face = images(UNREADABLE), images(NO_FACE)
     return {
         "images": len(result.paths),
-        "processed": int(done - errors),
+        "processed": int(done - errors - no_face),
         "errors": errors,
+        "no_face": no_face if result.faces_checked else None,
+        "invalid_scores": int((rows["status"] == INVALID_SCORE).sum()),
         "pending": len(result.paths) - int(done),
         "resumed": resumed,
         "processed_now": processed,
@@ -360,8 +422,8 @@ def summarise(
 
 
 def _metrics(rows: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """classification_metrics per detector over the readable, labelled images."""
-    labelled = rows[(rows["error"] == "") & rows["label"].notna()]
+    """classification_metrics per detector over the labelled images that got a verdict."""
+    labelled = rows[(rows["status"] == OK) & rows["label"].notna()]
     if labelled.empty:
         return {}
     from ..metrics import classification_metrics
@@ -397,26 +459,45 @@ def versions() -> dict[str, str]:
     }
 
 
-def _write_parquet(out: Path) -> None:
-    """predictions.parquet from predictions.csv, when pyarrow is installed."""
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        return
-    tmp = out / f".{PREDICTIONS_PARQUET}.tmp"
-    read_predictions(out / PREDICTIONS).to_parquet(tmp, index=False)
-    os.replace(tmp, out / PREDICTIONS_PARQUET)
+def _backend(
+    backend: str,
+    address: str | None,
+    actors: int | None,
+    gpus_per_actor: float | None,
+    cpus_per_actor: float | None,
+) -> str:
+    """``backend``, checked; the Ray options are refused on the local backend."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    given = {
+        "ray_address": address,
+        "actors": actors,
+        "gpus_per_actor": gpus_per_actor,
+        "cpus_per_actor": cpus_per_actor,
+    }
+    if backend == "local":
+        named = [name for name, value in given.items() if value is not None]
+        if named:
+            raise ValueError(f"{', '.join(named)} apply to backend='ray' only")
+        return backend
+    if actors is not None and (not isinstance(actors, int) or actors < 1):
+        raise ValueError(f"actors must be a positive int, got {actors!r}")
+    for name in ("gpus_per_actor", "cpus_per_actor"):
+        value = given[name]
+        if value is not None and (not isinstance(value, (int, float)) or value < 0):
+            raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    return backend
 
 
-def _distinct_harmonizations(engine: Engine) -> tuple[list, dict[str, int]]:
-    """The distinct harmonizations, and detector name -> position in that list."""
-    distinct: list = []
-    slot = {}
-    for name, harmonization in engine.harmonizations().items():
-        if harmonization not in distinct:
-            distinct.append(harmonization)
-        slot[name] = distinct.index(harmonization)
-    return distinct, slot
+def _check_faces_available() -> None:
+    """Fail early, naming the extra and the switch, when faces cannot be found."""
+    from ..faces import EXTRA_HINT, FacesExtraMissing, faces_available
+
+    if not faces_available():
+        raise FacesExtraMissing(
+            f"analyze finds faces first and {EXTRA_HINT}; or analyse whole images with "
+            f"{FACES_SWITCH}"
+        )
 
 
 def _check_parameters(
@@ -447,11 +528,11 @@ def _projection_name(projection: str | None) -> str | None:
 
 
 def _describe_labels(labels: LabelSpec) -> Any:
-    if labels is None or isinstance(labels, str):
+    if labels is None or labels == "folders":
         return labels
     if isinstance(labels, Mapping):
         return f"mapping of {len(labels)} labels"
-    return os.fspath(labels)
+    return path_to_text(labels)
 
 
 def _digest(value: Any) -> str:

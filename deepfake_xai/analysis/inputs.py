@@ -2,6 +2,9 @@
 
 Paths, folders, globs and CSV manifests go through :func:`deepfake_xai.data.discover`; a torch
 ``Dataset`` yielding ``image`` or ``(image, label)`` is used as is, its labels read as it loads.
+Entries that discovery leaves out because they are no image files (folders, FIFOs, devices or
+dangling links named like images, and ``.svg`` files) are kept too, so that each gets a row with
+the reason it cannot be read instead of vanishing; none of them is opened for reading here.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..data import discover, normalise_label, read_manifest
+from ..data import _IGNORED_DIRS, IMAGE_SUFFIXES, discover, normalise_label, read_manifest
 
+VECTOR_SUFFIXES = (".svg", ".svgz")
 InputSpec = str | os.PathLike | Sequence[str | os.PathLike] | Dataset
 LabelSpec = str | os.PathLike | Mapping[str | os.PathLike, Any] | None
 
@@ -63,11 +68,64 @@ def resolve_inputs(inputs: InputSpec, labels: LabelSpec = None) -> Inputs:
         if n == 0:
             raise ValueError("the dataset is empty")
         return Inputs([f"dataset[{i}]" for i in range(n)], [None] * n, inputs)
-    samples = discover(inputs)
-    if not samples:
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    unusable = {p: label for item in items for p, label in unusable_entries(item).items()}
+    listed = [i for i in items if _key(i) not in unusable]
+    samples = discover(listed) if listed else []
+    found = {str(s.path): s.label for s in samples}
+    found.update((p, label) for p, label in unusable.items() if p not in found)
+    if not found:
         raise ValueError(f"no images found in {_describe(inputs)}")
-    paths = [str(s.path) for s in samples]
-    return Inputs(paths, label_list(paths, [s.label for s in samples], labels))
+    paths = sorted(found, key=Path)
+    return Inputs(paths, label_list(paths, [found[p] for p in paths], labels))
+
+
+def unusable_entries(item: str | os.PathLike) -> dict[str, str | None]:
+    """Entries named like images under ``item`` (a folder, or the entry itself) that are not
+    regular files, and ``.svg`` files: absolute path -> label from its class folder."""
+    path = _key(item)
+    if os.path.isdir(path):
+        found = {}
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames[:] = [d for d in dirnames if _walked(d)]
+            for name in [*dirnames, *filenames]:
+                entry = os.path.join(dirpath, name)
+                if _looks_like_image(name) and _unusable(entry):
+                    found[entry] = _class_label(os.path.relpath(entry, path))
+        return found
+    if os.path.lexists(path) and _looks_like_image(path) and _unusable(path):
+        return {path: _class_label(path)}
+    return {}
+
+
+def _looks_like_image(name: str) -> bool:
+    base = os.path.basename(name)
+    suffix = os.path.splitext(base)[1].lower()
+    return not base.startswith(".") and suffix in (*IMAGE_SUFFIXES, *VECTOR_SUFFIXES)
+
+
+def _walked(folder: str) -> bool:
+    """Whether discovery descends into ``folder`` (not hidden, not a masks folder)."""
+    return not folder.startswith(".") and folder.lower() not in _IGNORED_DIRS
+
+
+def _unusable(path: str) -> bool:
+    """Not a regular file (or a link to one), or a vector image; ``path`` is not opened."""
+    if os.path.splitext(path)[1].lower() in VECTOR_SUFFIXES:
+        return True
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True
+
+
+def _class_label(relative: str) -> str | None:
+    """The label of the nearest class folder (real/fake or a synonym) on the path."""
+    for part in reversed(Path(relative).parts[:-1]):
+        label = normalise_label(part)
+        if label:
+            return label
+    return None
 
 
 def label_list(

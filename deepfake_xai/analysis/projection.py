@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..paths import path_to_text
 from ..registry import EXPLAINERS
 from .result import AnalysisResult
-from .store import projection_stem
+from .store import OK, projection_stem, write_csv
 
 VERDICT_COLOURS = {"real": "#2b83ba", "fake": "#d7191c"}
 UNKNOWN_COLOUR = "#999999"
@@ -20,11 +20,12 @@ MIN_POINTS = 4
 def write_projection(result: AnalysisResult, detector: str, method: str) -> Path | None:
     """Project ``detector``'s embeddings of the readable images with ``method``.
 
-    Writes ``projection_<detector>.csv`` (index, path, x, y, label, p_fake) and ``.png``;
-    returns the CSV path, or None when fewer than 4 images were readable.
+    Writes ``projection_<detector>.csv`` (index, path as text, x, y, label, p_fake) and
+    ``.png`` for the images with a verdict; returns the CSV path, or None when they are fewer
+    than 4.
     """
     rows = result.predictions
-    rows = rows[(rows["detector"] == detector) & (rows["error"] == "")].sort_values("index")
+    rows = rows[(rows["detector"] == detector) & (rows["status"] == OK)].sort_values("index")
     if len(rows) < MIN_POINTS:
         return None
     embeddings = result.embeddings(detector)[rows["index"].to_numpy()]
@@ -32,7 +33,7 @@ def write_projection(result: AnalysisResult, detector: str, method: str) -> Path
     table = pd.DataFrame(
         {
             "index": rows["index"].to_numpy(),
-            "path": rows["path"].to_numpy(),
+            "path": [path_to_text(p) for p in rows["path"]],
             "x": coords[:, 0],
             "y": coords[:, 1],
             "label": rows["label"].fillna("").to_numpy(),
@@ -41,9 +42,7 @@ def write_projection(result: AnalysisResult, detector: str, method: str) -> Path
     )
     stem = result.out / projection_stem(detector)
     csv_path = stem.with_suffix(".csv")
-    tmp = csv_path.with_name(f".{csv_path.name}.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, csv_path)
+    write_csv(csv_path, table)
     plot_projection(table, f"{detector}: {method}", stem.with_suffix(".png"))
     return csv_path
 

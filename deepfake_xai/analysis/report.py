@@ -23,6 +23,7 @@ import pandas as pd
 from PIL import Image
 
 from ..metrics import HEADLINE_METRICS
+from ..paths import display_path
 from ..trust.report import VERDICT_COLUMNS
 from .result import AnalysisResult
 from .store import REPORT, projection_stem
@@ -186,7 +187,8 @@ def _galleries(result: AnalysisResult) -> list[str]:
     wide = _wide(result.predictions)
     if wide.empty:
         return []
-    mean = wide[result.detectors].mean(axis=1)
+    scored = [d for d in result.detectors if d in wide.columns]
+    mean = wide[scored].mean(axis=1)
     fakes = mean[mean >= 0.5].sort_values(ascending=False).index[:PER_GALLERY]
     reals = mean[mean < 0.5].sort_values().index[:PER_GALLERY]
     kinds = _heatmap_kinds(result)
@@ -195,7 +197,8 @@ def _galleries(result: AnalysisResult) -> list[str]:
         _gallery("Most confident reals", result, wide, reals, kinds),
     ]
     if wide["label"].notna().any():
-        out.append(_gallery("Misclassified", result, wide, _misclassified(result, wide), kinds))
+        wrong = _misclassified(wide, scored)
+        out.append(_gallery("Misclassified", result, wide, wrong, kinds))
     return out
 
 
@@ -204,7 +207,7 @@ def _unreadable(errors: pd.DataFrame) -> str:
         return ""
     shown = errors.head(MAX_ERRORS_LISTED)
     rows = "".join(
-        f"<tr><td>{_e(_display_path(r.path))}</td><td>{_e(r.reason)}</td></tr>"
+        f"<tr><td>{_e(display_path(r.path))}</td><td>{_e(r.reason)}</td></tr>"
         for r in shown.itertuples()
     )
     more = len(errors) - len(shown)
@@ -217,19 +220,20 @@ def _unreadable(errors: pd.DataFrame) -> str:
 
 # -- galleries --------------------------------------------------------------------------------
 def _wide(predictions: pd.DataFrame) -> pd.DataFrame:
-    """One row per readable image: p_fake per detector, plus path and label."""
+    """One row per image some detector scored: p_fake per detector (NaN where that one gave no
+    verdict; a detector that scored nothing has no column), plus path and label."""
     ok = predictions[predictions["error"] == ""]
     if ok.empty:
         return pd.DataFrame()
     wide = ok.pivot(index="index", columns="detector", values="p_fake")
     first = ok.drop_duplicates("index").set_index("index")
-    return wide.join(first[["path", "label"]]).dropna(subset=list(wide.columns))
+    return wide.join(first[["path", "label"]]).dropna(subset=list(wide.columns), how="all")
 
 
-def _misclassified(result: AnalysisResult, wide: pd.DataFrame) -> pd.Index:
+def _misclassified(wide: pd.DataFrame, scored: list[str]) -> pd.Index:
     labelled = wide[wide["label"].notna()]
     truth = (labelled["label"] == "fake").astype(float)
-    miss = labelled[result.detectors].sub(truth, axis=0).abs()
+    miss = labelled[scored].sub(truth, axis=0).abs()
     wrong = miss[(miss >= 0.5).any(axis=1)]
     return wrong.max(axis=1).sort_values(ascending=False).index[:PER_GALLERY]
 
@@ -268,11 +272,15 @@ def _card(result: AnalysisResult, row: pd.Series, index: int, kinds: list[tuple[
     original = _try_image(lambda: result.image(index, result.detectors[0]))
     head = [_figure(original, "input")] if original is not None else []
     label = row["label"] if isinstance(row["label"], str) else "unknown"
-    name = _display_path(Path(str(row["path"])).name)
+    name = display_path(Path(str(row["path"])).name)
     head.append(f"<div>{_e(name)}<br>label: {_e(label)}</div>")
     rows = [f'<div class="imgs">{"".join(head)}</div>']
     for detector in result.detectors:
-        p = row[detector]
+        p = row.get(detector, np.nan)
+        if not np.isfinite(p):
+            missing = f'<div class="who">{_e(detector)}<br>no verdict</div>'
+            rows.append(f'<div class="imgs">{missing}</div>')
+            continue
         verdict = "fake" if p >= 0.5 else "real"
         cells = [
             f'<div class="who">{_e(detector)}<br><b class="{verdict}">P(fake) {p:.3f}</b></div>'
@@ -336,8 +344,3 @@ def _number(value: Any) -> str:
 
 def _e(value: Any) -> str:
     return html.escape(str(value))
-
-
-def _display_path(path: str | os.PathLike) -> str:
-    """A path as readable text, also when its bytes are not UTF-8 (shown as escapes)."""
-    return os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")

@@ -1,52 +1,51 @@
-"""``AnalysisResult``: read a finished or partial analysis folder back."""
+"""``AnalysisResult``: read an analysis folder back, finished or not, from either backend."""
 
 from __future__ import annotations
 
-import io
 import os
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from PIL import Image
 
+from ..explainers.base import heatmap_layers
+from ..paths import display_path, text_to_path
 from .store import (
-    CAM_INDEX,
-    CAMS,
-    EMBEDDINGS,
+    EMBEDDING,
+    ERRORS,
+    FACE_FIELDS,
     FORMAT,
-    PREDICTION_FIELDS,
-    PREDICTIONS,
+    NO_FACE,
     REPORT,
+    ROW_FIELDS,
     RUN_JSON,
-    complete_text,
-    embedding_filename,
+    UNREADABLE,
+    cam_column,
+    column_values,
+    pandas_type,
+    part_files,
     projection_stem,
+    read_inputs,
     read_json,
+    read_parts,
 )
 
 ImageKey = int | str | os.PathLike
 SHOWN_METRICS = ("accuracy", "f1", "roc_auc")
 
 
-def read_predictions(path: Path) -> pd.DataFrame:
-    """predictions.csv as a DataFrame (complete lines only); p_fake is NaN for failed images."""
-    text = complete_text(path) if path.exists() else ""
-    if not text:
-        return pd.DataFrame({name: pd.Series(dtype=object) for name in PREDICTION_FIELDS})
-    frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    frame["index"] = frame["index"].astype(np.int64)
-    frame["p_fake"] = pd.to_numeric(frame["p_fake"].replace("", np.nan))
-    frame["label"] = frame["label"].replace("", None)
-    return frame
-
-
 class AnalysisResult:
     """The outputs of :func:`deepfake_xai.analyze` in folder ``out``, finished or not.
 
-    Images are addressed by their index (their order in the run) or their path.
+    Images are addressed by their index (their order in the run) or their path. Tables hold
+    paths as strings that ``open()`` accepts, whatever bytes the file name holds (see
+    :mod:`deepfake_xai.paths`); use :func:`deepfake_xai.paths.display_path` to show them.
     """
 
     def __init__(self, out: str | os.PathLike):
@@ -57,20 +56,33 @@ class AnalysisResult:
         self.info: dict[str, Any] = read_json(run_json)
         if self.info.get("format") != FORMAT:
             raise ValueError(
-                f"{run_json}: not a deepfake-xai analysis ({self.info.get('format')!r})"
+                f"{run_json}: not a deepfake-xai analysis in format {FORMAT!r} "
+                f"({self.info.get('format')!r})"
             )
-        self._cams: dict[str, Any] = read_json(self.out / CAMS / CAM_INDEX)
 
     # -- tables -----------------------------------------------------------------------------
     @cached_property
     def predictions(self) -> pd.DataFrame:
-        """One row per image and detector: index, path, detector, p_fake, verdict, label, error."""
-        return read_predictions(self.out / PREDICTIONS)
+        """One row per image and detector, in run order: index, path, detector, p_fake,
+        verdict, label, error, then status (ok, unreadable, no_face, invalid_score), faces (the
+        number found; <NA> with the face check off) and the box of the face analysed
+        (face_left, face_top, face_width, face_height). Rows without a verdict have NaN p_fake,
+        an empty verdict and their reason in ``error``."""
+        table = read_parts(self.out, [f for f in ROW_FIELDS if f not in ("index", "detector")])
+        frame = table.to_pandas(types_mapper=pandas_type)
+        if frame.empty:
+            return pd.DataFrame({name: pd.Series(dtype=object) for name in ROW_FIELDS})
+        frame["path"] = pd.Series([text_to_path(p) for p in frame["path"]], dtype=object)
+        frame["label"] = frame["label"].astype(object).where(frame["label"].notna(), None)
+        order = {name: k for k, name in enumerate(self.detectors)}
+        frame["_order"] = frame["detector"].map(order)
+        frame = frame.sort_values(["index", "_order"], kind="stable").drop(columns="_order")
+        return frame[list(ROW_FIELDS)].reset_index(drop=True)
 
     @property
     def errors(self) -> pd.DataFrame:
         """The images that could not be read: index, path, reason."""
-        rows = self.predictions[self.predictions["error"] != ""]
+        rows = self.predictions[self.predictions["status"] == UNREADABLE]
         rows = rows.drop_duplicates("index")[["index", "path", "error"]]
         return rows.rename(columns={"error": "reason"}).reset_index(drop=True)
 
@@ -78,15 +90,24 @@ class AnalysisResult:
     def detectors(self) -> list[str]:
         return list(self.info["parameters"]["detectors"])
 
+    @cached_property
+    def _inputs(self) -> pd.DataFrame:
+        return read_inputs(self.out)
+
     @property
     def paths(self) -> list[str]:
         """Every input image, in run order."""
-        return list(self._cams["images"])
+        return list(self._inputs["path"])
 
     @property
     def heatmap_kinds(self) -> list[tuple[str, str]]:
         """The stored (explainer, layer) pairs."""
-        return sorted({(m["explainer"], m["layer"]) for m in self._cams["files"].values()})
+        params = self.info["parameters"]
+        return sorted(
+            (e, layer)
+            for e in params["explainers"]
+            for layer in heatmap_layers(e, params["layers"])
+        )
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -109,16 +130,39 @@ class AnalysisResult:
         path = self.out / f"{projection_stem(detector)}.csv"
         if not path.exists():
             raise FileNotFoundError(f"{path}: no projection (run with projection= set)")
-        return pd.read_csv(path, keep_default_na=False, na_values={"p_fake": [""]})
+        table = pd.read_csv(
+            path, keep_default_na=False, na_values={"p_fake": [""]}, dtype={"path": object}
+        )
+        table["path"] = pd.Series([text_to_path(p) for p in table["path"]], dtype=object)
+        return table
 
     # -- arrays -----------------------------------------------------------------------------
     def embeddings(self, detector: str) -> np.ndarray:
-        """``(N, D)`` float32 embeddings in run order; rows of unprocessed images are zero."""
+        """``(N, D)`` float32 embeddings in run order; rows of images without one are zero."""
         self._check_detector(detector)
-        path = self.out / EMBEDDINGS / embedding_filename(detector)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no embeddings stored yet for {detector!r}")
-        return np.load(path, mmap_mode="r").astype(np.float32)
+        table = read_parts(self.out, [EMBEDDING], detector)
+        table = table.filter(pc.is_valid(table[EMBEDDING]))
+        if table.num_rows == 0:
+            raise FileNotFoundError(f"{self.out}: no embeddings stored yet for {detector!r}")
+        values = column_values(table[EMBEDDING])
+        out = np.zeros((len(self.paths), values.shape[1]), dtype=np.float32)
+        out[table["index"].to_numpy()] = values
+        return out
+
+    @cached_property
+    def _locations(self) -> dict[tuple[int, str], tuple[Path, int]]:
+        """(index, detector) -> (part, row) of each committed row (first copy)."""
+        found: dict[tuple[int, str], tuple[Path, int]] = {}
+        for part in part_files(self.out):
+            keys = pq.read_table(part, columns=["index", "detector"])
+            indices, names = keys["index"].to_pylist(), keys["detector"].to_pylist()
+            for row, key in enumerate(zip(indices, names, strict=True)):
+                found.setdefault(key, (part, row))
+        return found
+
+    @cached_property
+    def _path_index(self) -> dict[str, int]:
+        return {path: i for i, path in enumerate(self.paths)}
 
     def index_of(self, key: ImageKey) -> int:
         """The run index of an image given by index or path."""
@@ -126,32 +170,48 @@ class AnalysisResult:
             if not 0 <= key < len(self.paths):
                 raise IndexError(f"image index {key} out of range for {len(self.paths)} images")
             return int(key)
-        wanted = {os.fspath(key), os.path.abspath(os.fspath(key))}
-        for i, path in enumerate(self.paths):
-            if path in wanted:
-                return i
-        raise KeyError(f"{os.fspath(key)}: not among the {len(self.paths)} images of this run")
+        text = os.fsdecode(os.fspath(key))
+        for candidate in (text, os.path.abspath(text)):
+            if candidate in self._path_index:
+                return self._path_index[candidate]
+        raise KeyError(f"{display_path(text)}: not among the {len(self.paths)} images of this run")
 
     def heatmap(
         self, key: ImageKey, detector: str, layer: str = "final", explainer: str = "gradcam"
     ) -> np.ndarray:
         """The stored ``(h, w)`` float32 heatmap in [0, 1] (feature resolution)."""
         index = self.index_of(key)
+        self._check_kind(detector, explainer, layer)
         self._check_processed(index, detector)
-        maps = np.load(self.out / CAMS / self._cam_file(detector, explainer, layer), mmap_mode="r")
-        return np.asarray(maps[index], dtype=np.float32)
+        part, row = self._locations[(index, detector)]
+        cell = _part_column(part, cam_column(explainer, layer)).slice(row, 1)
+        return column_values(cell)[0]
 
     def image(self, key: ImageKey, detector: str) -> Image.Image:
-        """The image decoded and harmonised as ``detector`` saw it."""
+        """The image decoded, face-framed and harmonised as ``detector`` saw it."""
+        from ..faces import FaceBox, frame_face
         from ..images import load_image
         from ..preprocessing import Harmonization
+        from .decode import draft_size
 
         index = self.index_of(key)
-        config = self.info["detectors"][self._check_detector(detector)]
+        harmonizations = {
+            name: Harmonization.from_dict(config["harmonization"])
+            for name, config in self.info["detectors"].items()
+        }
+        harmonization = harmonizations[self._check_detector(detector)]
         path = self.paths[index]
         if self.info.get("dataset"):
             raise ValueError(f"{path}: came from a Dataset, so there is no file to decode")
-        return Harmonization.from_dict(config["harmonization"]).apply(load_image(path))
+        if not self.faces_checked:
+            draft = draft_size(list(harmonizations.values()))
+            return harmonization.apply(load_image(path, draft_size=draft))
+        row = self._row(index, detector)
+        if row is None or row["status"] in (UNREADABLE, NO_FACE):
+            reason = "not processed yet" if row is None else row["error"]
+            raise ValueError(f"{display_path(path)}: no face to show ({reason})")
+        box = FaceBox(*(int(row[f]) for f in FACE_FIELDS[1:]))
+        return harmonization.apply(frame_face(load_image(path), box))
 
     def overlay(
         self,
@@ -168,29 +228,39 @@ class AnalysisResult:
         heatmap = self.heatmap(key, detector, layer, explainer)
         return overlay(self.image(key, detector), heatmap, alpha=alpha, colormap=colormap)
 
+    @property
+    def faces_checked(self) -> bool:
+        """Whether faces were found first (the detectors then saw the largest face, framed)."""
+        return bool(self.info["parameters"].get("faces", False))
+
     # -- checks -----------------------------------------------------------------------------
     def _check_detector(self, detector: str) -> str:
         if detector not in self.detectors:
             raise KeyError(f"no detector {detector!r} in this run; it has {self.detectors}")
         return detector
 
-    def _cam_file(self, detector: str, explainer: str, layer: str) -> str:
+    def _check_kind(self, detector: str, explainer: str, layer: str) -> None:
         self._check_detector(detector)
-        for name, meta in self._cams["files"].items():
-            if (meta["detector"], meta["explainer"], meta["layer"]) == (detector, explainer, layer):
-                return name
-        raise KeyError(
-            f"no {explainer!r} heatmaps at layer {layer!r} for {detector!r}; "
-            f"stored (explainer, layer): {self.heatmap_kinds}"
-        )
+        if (explainer, layer) not in self.heatmap_kinds:
+            raise KeyError(
+                f"no {explainer!r} heatmaps at layer {layer!r} for {detector!r}; "
+                f"stored (explainer, layer): {self.heatmap_kinds}"
+            )
 
-    def _check_processed(self, index: int, detector: str) -> None:
+    def _row(self, index: int, detector: str) -> pd.Series | None:
         rows = self.predictions
         row = rows[(rows["index"] == index) & (rows["detector"] == detector)]
-        if row.empty:
-            raise ValueError(f"{self.paths[index]}: not processed yet by {detector!r}")
-        if row["error"].iloc[0]:
-            raise ValueError(f"{self.paths[index]}: could not be read ({row['error'].iloc[0]})")
+        return None if row.empty else row.iloc[0]
+
+    def _check_processed(self, index: int, detector: str) -> None:
+        row = self._row(index, detector)
+        name = display_path(self.paths[index])
+        if row is None:
+            raise ValueError(f"{name}: not processed yet by {detector!r}")
+        if row["status"] == UNREADABLE:
+            raise ValueError(f"{name}: could not be read ({row['error']})")
+        if row["status"] == NO_FACE:
+            raise ValueError(f"{name}: no heatmap ({row['error']})")
 
     def describe(self) -> str:
         """The end-of-run summary as a few lines of text (what the CLI prints)."""
@@ -198,12 +268,18 @@ class AnalysisResult:
         if not s:
             return f"{self.out}: {self.status}, no summary yet"
         lines = [
+            "every image was already analysed; nothing recomputed" if s.get("up_to_date") else "",
             f"analyzed {s['images']} images with {', '.join(s['detectors'])}: "
-            f"{s['processed_now']} now in {s['seconds']:.1f} s "
-            f"({s['images_per_second']:.1f} images/s), {s['resumed']} from before",
+            f"{s['processed_now']} in {s['seconds']:.1f} s "
+            f"({s['images_per_second']:.1f} images/s, torch threads: {s.get('threads', '?')}"
+            f"{', ' + s['backend'] if s.get('backend') else ''}), {s['resumed']} from before",
             f"  readable: {s['processed']}, unreadable: {s['errors']}"
-            + (f" (reasons in {self.out / 'errors.csv'})" if s["errors"] else ""),
+            + (f" (reasons in {self.out / ERRORS})" if s["errors"] else ""),
         ]
+        if s.get("no_face") is not None:
+            lines.append(f"  no face found: {s['no_face']} (no verdict for them)")
+        if s.get("invalid_scores"):
+            lines.append(f"  NaN scores (no verdict): {s['invalid_scores']}")
         for detector, metrics in s.get("metrics", {}).items():
             shown = ", ".join(
                 f"{name} {metrics[name]:.3f}"
@@ -213,10 +289,16 @@ class AnalysisResult:
             lines.append(f"  {detector}: {shown} ({metrics['n']} labelled images)")
         report = f" (report: {self.report_path})" if self.report_path else ""
         lines.append(f"outputs: {self.out}{report}")
-        return "\n".join(lines)
+        return "\n".join(line for line in lines if line)
 
     def __repr__(self) -> str:
         return (
             f"AnalysisResult({str(self.out)!r}, images={len(self.paths)}, "
             f"detectors={self.detectors}, status={self.status!r})"
         )
+
+
+@lru_cache(maxsize=16)
+def _part_column(part: Path, column: str) -> pa.ChunkedArray:
+    """One column of a committed part (parts never change once committed)."""
+    return pq.read_table(part, columns=[column])[column]

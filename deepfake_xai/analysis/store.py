@@ -1,53 +1,88 @@
-"""The on-disk layout of an analysis run, written so that a killed run resumes cleanly.
+"""The on-disk layout of an analysis run: Parquet parts that any number of writers can add.
 
-``predictions.csv`` is the commit record. Each batch's rows go into the memmapped arrays
-(embeddings, CAMs) at once; at a commit the arrays are flushed first, then the CSV rows since the
-last commit are appended with one write, a flush and an fsync. A run killed at any moment
-therefore leaves, at worst, a torn last line (truncated on resume) or array rows without CSV
-rows (recomputed on resume); never a row without its data. Commits happen after a batch once
-``commit_interval`` seconds have passed since the previous one (every batch with the default
-when batches are slower than that), which bounds the cost of the syncs (each is a disk round
-trip per file) on fast devices to a few percent while losing at most that much work to a kill.
+A run folder holds ``run.json`` (parameters, fingerprint, status, summary), ``inputs.parquet``
+(the image order: index, path, label) and ``parts/``, where each committed block of results is
+one Parquet file: one row per image and detector with its P(fake), verdict, status, face box,
+embedding and heatmaps. A part is written under a temporary name, synced, then renamed into
+place, so it is either whole or absent; the rename is the commit, and the folder listing is the
+manifest. Writers therefore share no file: the local loop and a Ray driver write parts the same
+way, and a writer killed at any moment leaves only complete parts (plus a temporary file that
+the next run removes). Every block holds whole images, so an image is done once a part holds
+its rows; should a retried writer commit an image twice, readers keep the first part's rows
+(parts sort by name), so no row is ever read twice. ``predictions.csv``, ``predictions.parquet``
+and ``errors.csv`` are flat exports written at the end of a run.
+
+Paths are stored as text by :func:`deepfake_xai.paths.path_to_text`, so any file name (even one
+that is not UTF-8) round-trips through every file here.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
 import shutil
 import time
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-FORMAT = "deepfake-xai-analysis/1"
+from ..paths import path_to_text, text_to_path
+
+FORMAT = "deepfake-xai-analysis/2"
 RUN_JSON = "run.json"
+INPUTS = "inputs.parquet"
+PARTS = "parts"
 PREDICTIONS = "predictions.csv"
 PREDICTIONS_PARQUET = "predictions.parquet"
 ERRORS = "errors.csv"
 REPORT = "report.html"
-CAMS = "cams"
-CAM_INDEX = "index.json"
-EMBEDDINGS = "embeddings"
+
 PREDICTION_FIELDS = ("index", "path", "detector", "p_fake", "verdict", "label", "error")
+FACE_FIELDS = ("faces", "face_left", "face_top", "face_width", "face_height")
+ROW_FIELDS = (*PREDICTION_FIELDS, "status", *FACE_FIELDS)
 ERROR_FIELDS = ("index", "path", "reason")
+EMBEDDING = "embedding"
 ARRAY_DTYPE = np.float16
-COMMIT_INTERVAL = 0.5
+COMMIT_INTERVAL = 1.0
+
+OK = "ok"
+UNREADABLE = "unreadable"
+NO_FACE = "no_face"
+INVALID_SCORE = "invalid_score"
+STATUSES = (OK, UNREADABLE, NO_FACE, INVALID_SCORE)
+
+ROW_SCHEMA = pa.schema(
+    [
+        ("index", pa.int64()),
+        ("path", pa.string()),
+        ("detector", pa.string()),
+        ("p_fake", pa.float64()),
+        ("verdict", pa.string()),
+        ("label", pa.string()),
+        ("error", pa.string()),
+        ("status", pa.string()),
+        *((name, pa.int32()) for name in FACE_FIELDS),
+    ]
+)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
-_OWNED_FILES = (RUN_JSON, PREDICTIONS, PREDICTIONS_PARQUET, ERRORS, REPORT)
-_OWNED_DIRS = (CAMS, EMBEDDINGS)
+_PART_NAME = re.compile(r"part-\d+-[0-9a-f]+\.parquet")
+_OWNED_FILES = (RUN_JSON, INPUTS, PREDICTIONS, PREDICTIONS_PARQUET, ERRORS, REPORT)
+_OWNED_DIRS = (PARTS, "cams", "embeddings")  # the last two: format 1 runs
 _OWNED_PATTERNS = ("projection_*.csv", "projection_*.png")
 _FINGERPRINT_PARTS = {
     "inputs": "images or labels",
     "detectors": "detectors (names, weights or preprocessing)",
     "explanation": "explainers, layers or target",
+    "faces": "face check (faces=)",
 }
 
 
@@ -56,19 +91,16 @@ def safe_name(name: str) -> str:
     return _UNSAFE.sub("_", name).strip("._") or "_"
 
 
-def cam_filename(detector: str, explainer: str, layer: str) -> str:
-    """``<detector>__<explainer>__<layer>.npy``, with unsafe characters replaced."""
-    return f"{safe_name(detector)}__{safe_name(explainer)}__{safe_name(layer)}.npy"
-
-
-def embedding_filename(detector: str) -> str:
-    return f"{safe_name(detector)}.npy"
+def cam_column(explainer: str, layer: str) -> str:
+    """The parts' column of one explainer's heatmaps at one layer."""
+    return f"cam:{explainer}:{layer}"
 
 
 def projection_stem(detector: str) -> str:
     return f"projection_{safe_name(detector)}"
 
 
+# -- small atomic files ---------------------------------------------------------------------------
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Write JSON atomically: a temporary file, fsync, then rename over ``path``."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -84,121 +116,112 @@ def read_json(path: Path) -> dict[str, Any]:
         return json.load(fh)
 
 
-def complete_text(path: Path) -> str:
-    """The text of ``path`` up to its last newline (a line being written is left out)."""
-    data = path.read_bytes()
-    return data[: data.rfind(b"\n") + 1].decode("utf-8")
+def write_parquet(path: Path, table: pa.Table) -> None:
+    """Write ``table`` to ``path`` atomically (temporary file, fsync, rename, folder fsync)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _sync_folder(path.parent)
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
-    """The complete rows of a CSV log as dicts; a missing file has none."""
-    if not path.exists():
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    """Write ``frame`` as UTF-8 CSV atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_csv(tmp, index=False, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- arrays in Parquet ----------------------------------------------------------------------------
+def array_type(depth: int) -> pa.DataType:
+    """float16 nested in ``depth`` lists: 1 for embeddings, 2 for heatmaps."""
+    kind: pa.DataType = pa.float16()
+    for _ in range(depth):
+        kind = pa.list_(kind)
+    return kind
+
+
+def array_column(values: np.ndarray, valid: np.ndarray) -> pa.Array:
+    """Nested lists (depth ``values.ndim - 1``) of float16 for the rows where ``valid`` is
+    True, and nulls elsewhere; ``values`` holds the valid rows only, in order."""
+    valid = np.asarray(valid, dtype=bool)
+    values = np.ascontiguousarray(values, dtype=ARRAY_DTYPE)
+    if not valid.any():
+        return pa.nulls(len(valid), type=array_type(values.ndim - 1))
+    inner: pa.Array = pa.array(values.reshape(-1), type=pa.float16())
+    for size in reversed(values.shape[2:]):
+        inner = pa.ListArray.from_arrays(np.arange(0, len(inner) + 1, size, dtype=np.int32), inner)
+    offsets = np.zeros(len(valid) + 1, dtype=np.int32)
+    offsets[1:] = np.cumsum(valid.astype(np.int32) * values.shape[1])
+    return pa.ListArray.from_arrays(pa.array(offsets), inner, mask=pa.array(~valid))
+
+
+def column_values(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """The non-null rows of a nested list column as one ``(n, ...)`` float32 array."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    array = array.drop_null()
+    shape = [len(array)]
+    while pa.types.is_list(array.type):
+        lengths = pc.list_value_length(array)
+        shape.append(int(lengths[0].as_py()) if len(array) else 0)
+        array = array.flatten()
+    return array.to_numpy(zero_copy_only=False).astype(np.float32).reshape(shape)
+
+
+# -- parts ----------------------------------------------------------------------------------------
+def part_files(out: Path) -> list[Path]:
+    """The committed parts of run folder ``out``, in commit-name order."""
+    folder = out / PARTS
+    if not folder.is_dir():
         return []
-    return list(csv.DictReader(io.StringIO(complete_text(path), newline="")))
+    return sorted(p for p in folder.iterdir() if _PART_NAME.fullmatch(p.name))
 
 
-def format_rows(rows: Iterable[Sequence[Any]]) -> str:
-    buffer = io.StringIO(newline="")
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    return buffer.getvalue()
+def read_parts(out: Path, columns: Sequence[str], detector: str | None = None) -> pa.Table:
+    """``columns`` of every committed row (first copy of each image and detector), optionally
+    of one detector only; ``index`` and ``detector`` are always included."""
+    wanted = list(dict.fromkeys(["index", "detector", *columns]))
+    tables = []
+    for part in part_files(out):
+        table = pq.read_table(part, columns=wanted)
+        if detector is not None:
+            table = table.filter(pc.equal(table["detector"], detector))
+        tables.append(table)
+    if not tables:
+        return _empty(wanted)
+    table = pa.concat_tables(tables, promote_options="permissive")
+    keys = pd.DataFrame({"i": table["index"].to_numpy(), "d": table["detector"].to_pylist()})
+    duplicated = keys.duplicated(["i", "d"]).to_numpy()
+    return table.filter(pa.array(~duplicated)) if duplicated.any() else table
 
 
-class CsvLog:
-    """An append-only CSV file: each :meth:`append` is one write, a flush and an fsync."""
-
-    def __init__(self, path: Path, fields: Sequence[str]):
-        self.path = path
-        self.fields = tuple(fields)
-        self._fd: int | None = None
-
-    def open(self) -> CsvLog:
-        """Open for appending; a missing or empty file gets the header, a torn tail is cut."""
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        text = complete_text(self.path)
-        size = len(text.encode("utf-8"))
-        if os.fstat(self._fd).st_size != size:
-            os.ftruncate(self._fd, size)
-        if not text:
-            self._write(format_rows([self.fields]))
-        elif next(csv.reader([text.split("\n", 1)[0]])) != list(self.fields):
-            raise ValueError(f"{self.path}: unexpected header; expected {','.join(self.fields)}")
-        return self
-
-    def append(self, rows: Sequence[Sequence[Any]]) -> None:
-        if rows:
-            self._write(format_rows(rows))
-
-    def rewrite(self, rows: Iterable[Sequence[Any]]) -> None:
-        """Replace the content atomically with the header and ``rows``."""
-        self.close()
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(format_rows([self.fields, *rows]))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
-        self.open()
-
-    def _write(self, text: str) -> None:
-        if self._fd is None:
-            raise RuntimeError(f"{self.path} is not open")
-        data = memoryview(text.encode("utf-8"))
-        while data:
-            data = data[os.write(self._fd, data) :]
-        os.fsync(self._fd)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+def _empty(columns: Sequence[str]) -> pa.Table:
+    types = {field.name: field.type for field in ROW_SCHEMA}
+    return pa.table({c: pa.array([], type=types.get(c, pa.null())) for c in columns})
 
 
-class ArrayFiles:
-    """``(N, ...)`` float16 ``.npy`` memmaps in one folder, created when first written."""
+def read_inputs(out: Path) -> pd.DataFrame:
+    """inputs.parquet: ``index``, ``path`` (as ``open()`` accepts it) and ``label``."""
+    frame = pq.read_table(out / INPUTS).to_pandas(types_mapper=pandas_type)
+    frame["path"] = pd.Series([text_to_path(p) for p in frame["path"]], dtype=object)
+    return frame
 
-    def __init__(self, folder: Path, n: int):
-        self.folder = folder
-        self.n = n
-        self._open: dict[str, np.memmap] = {}
 
-    def write(self, name: str, indices: np.ndarray, values: np.ndarray) -> bool:
-        """Store ``values[k]`` at row ``indices[k]``; True when the file was just created."""
-        created = False
-        array = self._open.get(name)
-        if array is None:
-            array, created = self._open_or_create(name, values.shape[1:])
-            self._open[name] = array
-        if array.shape[1:] != values.shape[1:]:
-            raise ValueError(
-                f"{self.folder / name}: rows of shape {array.shape[1:]} expected, "
-                f"got {values.shape[1:]}"
-            )
-        array[indices] = values.astype(ARRAY_DTYPE, copy=False)
-        return created
-
-    def _open_or_create(self, name: str, row_shape: tuple[int, ...]) -> tuple[np.memmap, bool]:
-        path = self.folder / name
-        if path.exists():
-            array = np.lib.format.open_memmap(path, mode="r+")
-            if array.shape[0] != self.n:
-                raise ValueError(f"{path}: holds {array.shape[0]} rows, expected {self.n}")
-            return array, False
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{name}.tmp")
-        array = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=ARRAY_DTYPE, shape=(self.n, *row_shape)
-        )
-        array.flush()
-        os.replace(tmp, path)
-        return array, True
-
-    def flush(self) -> None:
-        for array in self._open.values():
-            array.flush()
-
-    def close(self) -> None:
-        self.flush()
-        self._open.clear()
+def pandas_type(arrow_type: pa.DataType) -> Any:
+    """int32 columns (faces, box) as pandas' nullable Int64."""
+    return pd.Int64Dtype() if pa.types.is_int32(arrow_type) else None
 
 
 def fingerprint_differences(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
@@ -218,10 +241,13 @@ def clear_outputs(out: Path) -> None:
 
 
 class RunStore:
-    """The output folder of one run: run.json, the CSV logs, embeddings and CAM memmaps.
+    """The output folder of one run, opened by the process that drives it.
 
-    ``info`` is run.json's content and must hold a ``fingerprint`` dict; ``paths`` is the image
-    order and ``detectors`` the detector names (an image is done once it has a row for each).
+    ``info`` is run.json's content and must hold a ``fingerprint`` dict; ``paths`` and
+    ``labels`` are the images in run order, ``detectors`` the detector names. An existing run
+    of the same fingerprint is resumed: :attr:`done` holds the images it already committed and
+    :attr:`previous` its run.json. Blocks given to :meth:`add` are committed as one part once
+    ``commit_interval`` seconds have passed since the last commit (and by :meth:`close`).
     """
 
     def __init__(
@@ -229,6 +255,7 @@ class RunStore:
         out: str | os.PathLike,
         info: Mapping[str, Any],
         paths: Sequence[str],
+        labels: Sequence[str | None],
         detectors: Sequence[str],
         *,
         resume: bool = True,
@@ -236,20 +263,19 @@ class RunStore:
     ):
         self.out = Path(out)
         self.commit_interval = commit_interval
-        self._rows: list[Sequence[Any]] = []
-        self._error_rows: list[Sequence[Any]] = []
-        self._committed = time.monotonic()
         self.info = dict(info)
-        self.paths = list(paths)
         self.detectors = list(detectors)
+        self.previous: dict[str, Any] | None = None
+        self._pending: list[pa.Table] = []
+        self._committed = time.monotonic()
         self.out.mkdir(parents=True, exist_ok=True)
         self._check_existing(resume)
-        self.predictions = CsvLog(self.out / PREDICTIONS, PREDICTION_FIELDS).open()
-        self.errors = CsvLog(self.out / ERRORS, ERROR_FIELDS).open()
-        self.done = self._recover()
-        self.embeddings = ArrayFiles(self.out / EMBEDDINGS, len(self.paths))
-        self.cams = ArrayFiles(self.out / CAMS, len(self.paths))
-        self._cam_index = self._load_cam_index()
+        (self.out / PARTS).mkdir(exist_ok=True)
+        for stale in (self.out / PARTS).glob(".part-*.tmp"):
+            stale.unlink()
+        if not (self.out / INPUTS).exists():
+            write_parquet(self.out / INPUTS, inputs_table(paths, labels))
+        self.done = self._done()
         write_json(self.out / RUN_JSON, self.info)
 
     def _check_existing(self, resume: bool) -> None:
@@ -258,16 +284,18 @@ class RunStore:
             clear_outputs(self.out)
             return
         if not run_json.exists():
-            if (self.out / PREDICTIONS).exists():
+            if (self.out / PARTS).exists() or (self.out / PREDICTIONS).exists():
                 raise ValueError(
-                    f"{self.out}: holds {PREDICTIONS} but no {RUN_JSON}; "
+                    f"{self.out}: holds analysis outputs but no {RUN_JSON}; "
                     "use another output folder, or resume=False (--no-resume) to overwrite"
                 )
             return
         old = read_json(run_json)
         if old.get("format") != FORMAT:
             raise ValueError(
-                f"{run_json}: not a deepfake-xai analysis (format {old.get('format')!r})"
+                f"{run_json}: an analysis in format {old.get('format')!r}, not {FORMAT!r} "
+                "(made by another version?); use another output folder, or resume=False "
+                "(--no-resume) to overwrite it"
             )
         differences = fingerprint_differences(old.get("fingerprint", {}), self.info["fingerprint"])
         if differences:
@@ -275,71 +303,31 @@ class RunStore:
                 f"{self.out} holds an analysis of different {' and '.join(differences)}; "
                 "use another output folder, or resume=False (--no-resume) to overwrite it"
             )
+        self.previous = old
         self.info["created"] = old.get("created", self.info.get("created"))
 
-    def _recover(self) -> set[int]:
-        """Indices with a row for every detector; rows of partly written images are dropped.
+    def _done(self) -> set[int]:
+        """Images with a committed row for every detector."""
+        rows = read_parts(self.out, [])
+        found = pd.DataFrame({"index": rows["index"].to_numpy(), "d": rows["detector"].to_pylist()})
+        counts = found[found["d"].isin(self.detectors)].groupby("index")["d"].nunique()
+        return {int(i) for i in counts[counts == len(self.detectors)].index}
 
-        errors.csv is rebuilt from the kept rows, since it is appended after the commit.
-        """
-        rows = read_rows(self.predictions.path)
-        by_index: dict[int, dict[str, dict[str, str]]] = defaultdict(dict)
-        for row in rows:
-            by_index[int(row["index"])].setdefault(row["detector"], row)
-        wanted = set(self.detectors)
-        done = {i for i, found in by_index.items() if set(found) == wanted}
-        kept = [row for i in sorted(done) for row in by_index[i].values()]
-        if len(kept) != len(rows):
-            self.predictions.rewrite([row[f] for f in PREDICTION_FIELDS] for row in kept)
-        errors = {int(r["index"]): (r["path"], r["error"]) for r in kept if r["error"]}
-        self.errors.rewrite((i, path, reason) for i, (path, reason) in sorted(errors.items()))
-        return done
-
-    def _load_cam_index(self) -> dict[str, Any]:
-        path = self.out / CAMS / CAM_INDEX
-        index = read_json(path) if path.exists() else {"images": self.paths, "files": {}}
-        if index["images"] != self.paths:
-            raise ValueError(f"{path}: image order differs from this run's inputs")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, index)
-        return index
-
-    def write_embeddings(self, detector: str, indices: np.ndarray, values: np.ndarray) -> None:
-        """Rows of ``embeddings/<detector>.npy`` (committed by the next :meth:`commit`)."""
-        self.embeddings.write(embedding_filename(detector), indices, values)
-
-    def write_cams(
-        self, detector: str, explainer: str, layer: str, indices: np.ndarray, maps: np.ndarray
-    ) -> None:
-        """Rows of ``cams/<detector>__<explainer>__<layer>.npy``, listed in ``cams/index.json``."""
-        name = cam_filename(detector, explainer, layer)
-        if self.cams.write(name, indices, maps) or name not in self._cam_index["files"]:
-            self._cam_index["files"][name] = {
-                "detector": detector,
-                "explainer": explainer,
-                "layer": layer,
-                "shape": [len(self.paths), *maps.shape[1:]],
-                "dtype": np.dtype(ARRAY_DTYPE).name,
-            }
-            write_json(self.out / CAMS / CAM_INDEX, self._cam_index)
-
-    def add(self, predictions: Sequence[Sequence[Any]], errors: Sequence[Sequence[Any]]) -> None:
-        """Queue a batch's rows (its arrays already written); commit when the interval is up."""
-        self._rows.extend(predictions)
-        self._error_rows.extend(errors)
-        self.done.update(int(row[0]) for row in predictions)
+    def add(self, block: pa.Table) -> None:
+        """Queue one block's rows (whole images); commit when the interval is up."""
+        self._pending.append(block)
+        self.done.update(int(i) for i in np.unique(block["index"].to_numpy()))
         if time.monotonic() - self._committed >= self.commit_interval:
             self.commit()
 
     def commit(self) -> None:
-        """Flush the arrays, then append the queued prediction rows (the commit) and errors."""
-        rows, errors = self._rows, self._error_rows
-        self._rows, self._error_rows = [], []
-        if rows:
-            self.embeddings.flush()
-            self.cams.flush()
-            self.predictions.append(rows)
-            self.errors.append(errors)
+        """Write the queued blocks as one part (atomically)."""
+        blocks, self._pending = self._pending, []
+        if blocks:
+            table = pa.concat_tables(blocks, promote_options="permissive")
+            first = int(pc.min(table["index"]).as_py())
+            name = f"part-{first:010d}-{uuid.uuid4().hex[:12]}.parquet"
+            write_parquet(self.out / PARTS / name, table)
         self._committed = time.monotonic()
 
     def update_info(self, **fields: Any) -> None:
@@ -348,15 +336,29 @@ class RunStore:
         write_json(self.out / RUN_JSON, self.info)
 
     def close(self) -> None:
-        """Commit what is queued and close every file."""
+        """Commit what is queued."""
         self.commit()
-        self.embeddings.close()
-        self.cams.close()
-        self.predictions.close()
-        self.errors.close()
 
     def __enter__(self) -> RunStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def inputs_table(paths: Sequence[str], labels: Sequence[str | None]) -> pa.Table:
+    return pa.table(
+        {
+            "index": pa.array(np.arange(len(paths), dtype=np.int64)),
+            "path": pa.array([path_to_text(p) for p in paths], type=pa.string()),
+            "label": pa.array(list(labels), type=pa.string()),
+        }
+    )
+
+
+def export_tables(out: Path, predictions: pd.DataFrame, errors: pd.DataFrame) -> None:
+    """predictions.parquet, predictions.csv and errors.csv, with paths as text."""
+    flat = predictions.assign(path=[path_to_text(p) for p in predictions["path"]])
+    write_parquet(out / PREDICTIONS_PARQUET, pa.Table.from_pandas(flat, preserve_index=False))
+    write_csv(out / PREDICTIONS, flat)
+    write_csv(out / ERRORS, errors.assign(path=[path_to_text(p) for p in errors["path"]]))

@@ -1,14 +1,15 @@
-"""``deepfake-xai analyze``: predict, explain and project a batch of images into a folder.
+"""``deepfake-xai analyze``: find faces, predict, explain and project images into a folder.
 
 Exit status: 0 when every image was processed, 1 when some could not be read (their reasons
-are in ``errors.csv``), 2 for usage errors.
+are in ``errors.csv``), 2 for usage errors (including a missing extra).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
-HELP = "predict, explain and project a batch of images into a resumable output folder"
+HELP = "find faces, predict, explain and project a batch of images into a resumable folder"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -17,6 +18,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--detector",
+        "--checkpoint",
         dest="detectors",
         action="append",
         metavar="NAME|CHECKPOINT",
@@ -42,6 +44,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--projection", default="tsne", help="tsne, umap, pca or none (default tsne)"
     )
     parser.add_argument(
+        "--no-face-check",
+        dest="faces",
+        action="store_false",
+        help="analyse whole images; by default faces are found first, the largest is analysed "
+        "and an image without a face gets status no_face and no verdict",
+    )
+    parser.add_argument(
         "--out", default="runs/analysis", help="output folder (default %(default)s)"
     )
     parser.add_argument("--batch-size", type=int, default=32, help="default %(default)s")
@@ -57,26 +66,70 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-report", action="store_true", help="skip report.html")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ray = parser.add_argument_group(
+        "Ray (the [ray] extra)", "with --ray, --threads is per engine actor (default: its CPUs)"
+    )
+    ray.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray Data: no ADDRESS starts (or joins) a local Ray, 'auto' joins the "
+        "cluster this machine belongs to, or give the head's address",
+    )
+    ray.add_argument(
+        "--actors", type=int, default=None, help="engine actors (default: one per GPU, else 1)"
+    )
+    ray.add_argument(
+        "--gpus-per-actor",
+        type=float,
+        default=None,
+        help="GPUs per engine actor (default 1 when the cluster has GPUs, else 0)",
+    )
+    ray.add_argument(
+        "--cpus-per-actor", type=float, default=None, help="CPUs per engine actor (default 1)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis import DEFAULT_DETECTORS, analyze
+    from ..analysis.ray_backend import RayExtraMissing
+    from ..faces import FacesExtraMissing
+    from ..runtime import configure_threads
 
+    on_ray = args.ray is not None
+    ray_options = {
+        "ray_address": args.ray or None,
+        "actors": args.actors,
+        "gpus_per_actor": args.gpus_per_actor,
+        "cpus_per_actor": args.cpus_per_actor,
+    }
+    if not on_ray and any(v is not None for v in ray_options.values()):
+        raise ValueError("--actors, --gpus-per-actor and --cpus-per-actor need --ray")
     explainers = [e for e in args.explainers or ["gradcam"] if e.lower() != "none"]
-    result = analyze(
-        args.inputs if len(args.inputs) > 1 else args.inputs[0],
-        detectors=args.detectors or DEFAULT_DETECTORS,
-        explainers=explainers,
-        layers=args.layers or ["final"],
-        projection=args.projection,
-        out=args.out,
-        batch_size=args.batch_size,
-        device=args.device,
-        num_workers=args.workers,
-        labels=args.labels,
-        resume=not args.no_resume,
-        progress=not args.no_progress,
-        report=not args.no_report,
-    )
+    try:
+        result = analyze(
+            args.inputs if len(args.inputs) > 1 else args.inputs[0],
+            detectors=args.detectors or DEFAULT_DETECTORS,
+            explainers=explainers,
+            layers=args.layers or ["final"],
+            projection=args.projection,
+            out=args.out,
+            batch_size=args.batch_size,
+            device=args.device,
+            num_workers=args.workers,
+            labels=args.labels,
+            resume=not args.no_resume,
+            progress=not args.no_progress,
+            report=not args.no_report,
+            faces=args.faces,
+            threads=args.threads if on_ray else configure_threads(args.threads),
+            backend="ray" if on_ray else "local",
+            **(ray_options if on_ray else {}),
+        )
+    except (FacesExtraMissing, RayExtraMissing) as exc:
+        print(f"deepfake-xai analyze: error: {exc}", file=sys.stderr)
+        return 2
     print(result.describe())
     return 1 if result.summary["errors"] else 0

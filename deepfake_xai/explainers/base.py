@@ -124,6 +124,18 @@ class AttributionExplainer:
         return f"{type(self).__name__}(detector={self.detector.name!r})"
 
 
+def heatmap_layers(
+    explainer: str | type | AttributionExplainer, layers: Sequence[str]
+) -> list[str]:
+    """The keys of ``explainer``'s heatmaps when asked for ``layers``: those layers for the
+    Grad-CAM family (``uses_layers``), ``["input"]`` for input attributions."""
+    if isinstance(explainer, str):
+        from ..registry import EXPLAINERS
+
+        explainer = EXPLAINERS.get(explainer)
+    return list(dict.fromkeys(layers)) if getattr(explainer, "uses_layers", False) else ["input"]
+
+
 class ProjectionExplainer:
     """Maps embeddings ``(N, D)`` to 2-D; parameters in the constructor, like scikit-learn."""
 

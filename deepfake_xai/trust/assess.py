@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data import LoadFailure, Sample
 from ..detectors import Detector
-from ..explainers.base import AttributionExplainer
+from ..explainers.base import AttributionExplainer, heatmap_layers
 from ..explainers.faithfulness import perturbation_curve, resize_maps
 from ..images import ImageLoadError, load_image
 from ..preprocessing import Harmonization, to_uint8_tensor
@@ -257,7 +257,7 @@ class _Assessment:
     def _maps(
         self, explainer: AttributionExplainer, x: torch.Tensor, targets: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        layers = tuple(self.settings.layers) if explainer.uses_layers else ("input",)
+        layers = heatmap_layers(explainer, self.settings.layers)
         return {k: h.maps.float() for k, h in explainer.attribute(x, targets, layers).items()}
 
     def _curves(self, detector, x, maps, targets) -> tuple[np.ndarray, np.ndarray]:

@@ -289,6 +289,7 @@ def run_batch(
             device=detectors[0].device,
             progress=True,
             report=False,
+            faces=False,  # faces were found (or skipped on request) in _prepare
         )
         if projection != "none":
             progress(0.8, desc="Computing the feature maps")

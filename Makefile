@@ -22,7 +22,7 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest
 
-# The main job: the Gradio app (trains and caches demo detectors on first start).
+# The main job: the Gradio app, serving the detector shipped in the package (nothing to train).
 demo: $(STAMP)
 	$(VENV)/bin/deepfake-xai demo $(DEMO_ARGS)
 

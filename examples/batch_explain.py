@@ -1,39 +1,34 @@
-"""Analyse a folder of faces with both detectors, print the summary, save one Grad-CAM overlay.
+"""Analyse a folder of faces with the shipped detector, print the summary, save one overlay.
 
     python examples/batch_explain.py FOLDER [--detector CHECKPOINT ...] [--out runs/example]
 
 FOLDER may hold ``real/`` and ``fake/`` sub-folders (then accuracy and F1 are reported) or just
-images. Without ``--detector`` the built-in architectures run with untrained weights, which
-shows the workflow but not real verdicts: pass checkpoints from ``deepfake-xai train``. With no
-FOLDER at all, a small synthetic face set is generated first. Re-running resumes the output
-folder; open ``<out>/report.html`` in a browser for the galleries and projections.
+images. Without ``--detector`` the detector shipped in the package (EfficientNet-Lite0 trained on
+FFHQ / StyleGAN faces) runs. Without FOLDER the shared face sample's ``val/`` is used when it is
+next to this checkout. Faces are found first; an image without one gets no verdict. Re-running
+resumes the output folder; open ``<out>/report.html`` for the galleries and projections.
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
-import deepfake_xai as dx
 from deepfake_xai.analysis import DEFAULT_DETECTORS, AnalysisResult, analyze
-from deepfake_xai.synthetic import generate_dataset
+
+SHARED_VAL = Path(__file__).resolve().parents[2] / "shared/data/faces-140k-sample/val"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folder", nargs="?", type=Path, help="images to analyse")
+    parser.add_argument("folder", nargs="?", type=Path, default=SHARED_VAL, help="images")
     parser.add_argument("--detector", action="append", help="checkpoint or registry name")
     parser.add_argument("--out", type=Path, default=Path("runs/example"))
     args = parser.parse_args()
 
-    folder = args.folder or generate_dataset(tempfile.mkdtemp(), n_per_class=16, size=128).root
-    detectors = args.detector or [
-        dx.load_detector(name, image_size=128) for name in DEFAULT_DETECTORS
-    ]
     result = analyze(
-        folder,
-        detectors=detectors,
+        args.folder,
+        detectors=args.detector or DEFAULT_DETECTORS,
         layers=("final", "mid"),
         projection="pca",
         out=args.out,

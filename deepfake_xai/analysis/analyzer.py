@@ -51,7 +51,7 @@ from .store import (
 if TYPE_CHECKING:
     import pandas as pd
 
-DEFAULT_DETECTORS = ("efficientnet_b0", "mobilenetv2_100")
+DEFAULT_DETECTORS = ("default",)  # the detector shipped in the package, trained on real faces
 BACKENDS = ("local", "ray")
 FACES_SWITCH = "faces=False (--no-face-check)"
 log = logging.getLogger(__name__)
@@ -330,18 +330,18 @@ def analyze(
     """Find the face, predict, explain and project a batch of images into folder ``out``.
 
     ``inputs``: a folder (``real/``/``fake/`` sub-folders give labels), a list of paths, a glob,
-    a CSV manifest (``path,label``) or a torch ``Dataset`` yielding ``image`` or
-    ``(image, label)``. ``detectors``: registry names, checkpoint paths, ``hf-hub:`` ids or
-    :class:`Detector` objects. ``explainers``: attribution methods, each stored per detector
-    and layer. ``projection``: ``"tsne"``, ``"umap"``, ``"pca"`` or None. ``labels``: None
-    (from folder names or the CSV), ``"folders"``, a CSV manifest or a mapping path -> label.
-    ``faces``: find faces first (the ``[faces]`` extra): an image without one gets status
-    ``no_face`` and no verdict; of several, the largest is framed like the training faces and
-    analysed (the number found and the box are in the predictions); False analyses whole
-    images. ``threads``: torch threads (see :func:`deepfake_xai.runtime.configure_threads`;
-    None leaves torch's setting). An existing ``out`` with the same inputs and parameters is
-    resumed (``resume=False`` overwrites it). Unreadable images are recorded with their reason
-    and the run goes on.
+    a CSV manifest (``path,label``) or a torch ``Dataset`` yielding ``image`` or ``(image,
+    label)``. ``detectors``: ``"default"`` (the detector shipped in the package, trained on real
+    faces), registry names, checkpoint paths, ``hf-hub:`` ids or :class:`Detector` objects.
+    ``explainers``: attribution methods, each stored per detector and layer. ``projection``:
+    ``"tsne"``, ``"umap"``, ``"pca"`` or None. ``labels``: None (from folder names or the CSV),
+    ``"folders"``, a CSV manifest or a mapping path -> label. ``faces``: find faces first
+    (MTCNN, see :mod:`deepfake_xai.faces`): an image without one gets status ``no_face`` and no
+    verdict; of several, the largest is framed like the training faces and analysed (the number
+    found and the box are in the predictions); False analyses whole images. ``threads``: torch
+    threads (see :func:`deepfake_xai.runtime.configure_threads`; None leaves torch's setting).
+    An existing ``out`` with the same inputs and parameters is resumed (``resume=False``
+    overwrites it). Unreadable images are recorded with their reason and the run goes on.
 
     ``backend="ray"`` runs on Ray Data (the ``[ray]`` extra): decoding in CPU tasks, the
     engines in ``actors`` stateful actors (default: one per GPU of the cluster, else one) with

@@ -22,8 +22,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         dest="detectors",
         action="append",
         metavar="NAME|CHECKPOINT",
-        help="registry name, .safetensors file or hf-hub: id (repeatable; default: "
-        "efficientnet_b0 and mobilenetv2_100)",
+        help="registry name, .safetensors file, hf-hub: id or 'default' (repeatable; default: "
+        "the shipped detector trained on real faces)",
     )
     parser.add_argument(
         "--explainer",

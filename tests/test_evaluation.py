@@ -295,3 +295,18 @@ def test_evaluate_cli_trust_flags(dataset, checkpoints, capsys):
     assert "## Can the explanations be trusted?" in out
     assert main([*args, "--robustness", "--perturb", "jpeg=0"]) == 2
     assert "jpeg=0: out of range" in capsys.readouterr().err
+
+
+def test_a_card_written_into_an_fp16_checkpoint_keeps_it_fp16(checkpoints, tmp_path):
+    from safetensors.torch import load_file
+
+    from deepfake_xai.evaluation import write_robustness_card
+
+    detector = dx.Detector.load(checkpoints[0], device="cpu")
+    detector.model.half()
+    path = detector.save(tmp_path / "half.safetensors")
+    size = path.stat().st_size
+    write_robustness_card(path, {"dataset": "d", "rows": []})
+    assert {t.dtype for t in load_file(path).values() if t.is_floating_point()} == {torch.float16}
+    assert path.stat().st_size < size * 1.05
+    assert dx.Detector.load(path).metadata["robustness"] == {"dataset": "d", "rows": []}

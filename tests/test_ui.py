@@ -144,7 +144,7 @@ def test_plain_names_and_the_heatmap_key():
 
 def test_examples_are_labelled_with_their_source():
     shown = folder_examples(PACKAGED)
-    assert len(shown) >= 4
+    assert len(shown) >= 2
     captions = dict((Path(p).name, c) for p, c in shown)
     assert "public domain" in captions["real_astronaut.jpg"]
     assert captions["noface_chelsea.jpg"].startswith("Not a face")
@@ -231,10 +231,15 @@ def test_model_card_explains_the_metrics_in_words(detectors):
         assert "Decision threshold" in card and "0.5" in card
         assert "| JPEG compression | q50 | 90.0% | 0.950 | 600 |" in card
         assert "/srv/secret" not in card
+        assert "validation images, used during training to choose the epoch" in card
+        effnet.metadata["test_metrics"] = {"accuracy": 0.946, "n": 666}
+        card = model_card(effnet)
+        assert "**Accuracy 94.6%**: right on that share of 666 held-out images" in card
+        assert "95.4%" not in card and "validation images" not in card
         bare = model_card(mobilenet)
         assert "No held-out metrics" in bare and "Intended use" in bare
     finally:
-        for key in ("model_card", "metrics", "robustness", "trained_on"):
+        for key in ("model_card", "metrics", "test_metrics", "robustness", "trained_on"):
             effnet.metadata.pop(key, None)
 
 
@@ -487,7 +492,7 @@ def test_demo_models_are_trained_once_then_cached(tmp_path, monkeypatch):
     again: list[str] = []
     prepare_demo_models(config, device="cpu", log=again.append)
     assert again == []
-    demo = build_demo(device="cpu", demo_config=config)
+    demo = build_demo(device="cpu", demo_config=config, synthetic=True)
     text = str(demo.config)
     assert "Demo detectors." in text and "checkpoint trained on real data" in text
 

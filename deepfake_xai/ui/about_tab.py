@@ -50,8 +50,9 @@ def build_about_tab(detectors: Sequence[Detector], uploads_note: str) -> None:
 
 HOW_TO_READ = """### How to read the app
 
-- **Verdict**: each detector's probability that the face is fake, P(fake). Detectors can disagree;
-  the model cards above say how often each was right on photos it never saw in training.
+- **Verdict**: the detector's probability that the face is fake, P(fake). The model card above
+  says how often it was right on photos it never saw in training (with several detectors loaded,
+  they can disagree: compare their cards).
 - **Heatmap**: where the detector found the evidence it was asked about. Red is strongest, blue is
   none; colours are relative to each image's own strongest point. A flat map is not drawn: the
   decision then rests on the whole image rather than on one region.
@@ -77,9 +78,18 @@ def model_card(detector: Detector) -> str:
     if card.get("licence"):
         lines.append(f"\n**Licence**: {plain(card['licence'])}")
     lines.append("\n**How well it did on held-out images**\n")
-    if card.get("metrics_text"):
-        lines.append(plain(card["metrics_text"]) + "\n")
-    lines.extend(metrics_in_words(_held_out(meta.get("metrics"))))
+    test = meta.get("test_metrics")
+    if isinstance(test, Mapping):  # the shipped detectors: their held-out test split
+        lines.extend(metrics_in_words(test))
+    else:
+        if card.get("metrics_text"):
+            lines.append(plain(card["metrics_text"]) + "\n")
+        lines.extend(metrics_in_words(_held_out(meta.get("metrics"))))
+        if _held_out(meta.get("metrics")) is meta.get("metrics"):
+            lines.append(
+                "- These are validation images, used during training to choose the epoch: "
+                "expect a little less on truly new photos."
+            )
     lines.append(f"\n**Decision threshold**: {THRESHOLD_TEXT}")
     lines.append(f"\n**Intended use**: {plain(card.get('intended_use') or DEFAULT_USE)}")
     lines.append(f"\n**Limits**: {plain(card.get('limits') or DEFAULT_LIMITS)}")

@@ -424,7 +424,8 @@ def _gallery(result: Any, detectors: Sequence[Detector], prepared: Prepared) -> 
             if len(items) >= GALLERY_SIZE:
                 return items
             shown = prepared.shown.get(row.path, Path(row.path).name)
-            caption = f"{Path(shown).name} · {title}: {row.verdict} ({row.p_fake:.0%} fake)"
+            # Verdict first: the gallery cuts long captions at the tile's width.
+            caption = f"{row.verdict} {row.p_fake:.0%} · {Path(shown).name} · {title}"
             items.append((result.overlay(int(row.index), detector.name), caption))
     return items
 

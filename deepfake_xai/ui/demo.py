@@ -41,6 +41,13 @@ CSS = (
 .legend-entries { display: flex; flex-wrap: wrap; gap: 4px 14px; font-size: 0.85rem; }
 .legend-entry { display: inline-flex; align-items: center; gap: 5px; }
 .swatch { width: 12px; height: 12px; border-radius: 50%; display: inline-block; }
+#batch-summary table { display: block; overflow-x: auto; }
+#batch-summary th, #batch-summary td { white-space: nowrap; }
+@media (max-width: 640px) {
+  /* Narrow screens: the tables scroll sideways instead of breaking words letter by letter. */
+  #batch-table table { min-width: 620px; }
+  #batch-table td, #batch-table th { word-break: normal; overflow-wrap: normal; }
+}
 """
     + legend.CSS
 )

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     detector.model.half()
     detector.metadata["trained_on"] = "faces-140k-sample (FFHQ / StyleGAN)"
     detector.metadata["training"]["split_file"] = None  # a path on the training machine
-    detector.metadata["model_card"] = model_card(detector, results, test_metrics)
+    detector.metadata["model_card"] = model_card(detector, results, test_metrics, args.checkpoint)
     path = detector.save(args.out, test_metrics=test_metrics, test_files=test_files)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
 
@@ -68,7 +68,7 @@ def _test_row(results: dict, name: str) -> dict:
     return {k: row[k] for k in keys if k in row}
 
 
-def model_card(detector: Detector, results: dict, test: dict) -> dict[str, str]:
+def model_card(detector: Detector, results: dict, test: dict, checkpoint: Path) -> dict[str, str]:
     """Plain-text fields for people: what it learned from, how well, for what, and its limits."""
     training = detector.metadata.get("training", {})
     counts = training.get("n_per_split", {})
@@ -99,8 +99,8 @@ def model_card(detector: Detector, results: dict, test: dict) -> dict[str, str]:
         "limits": LIMITS,
         "licence": LICENCE,
         "reproduce": (
-            "python benchmarks/reproduce_seed.py, then python benchmarks/ship_default.py "
-            "runs/seed/efficientnet_lite0/best.safetensors (docs/results.md has the numbers)"
+            f"{results['command']}, then python benchmarks/ship_default.py {checkpoint} "
+            "(docs/results.md has the numbers)"
         ),
     }
 

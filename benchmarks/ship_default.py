@@ -37,7 +37,11 @@ LIMITS = (
     "resizing are outside what it saw: an earlier outside test of this recipe found it at "
     "chance (0.53 accuracy) on 251 faces from FaceForensics++ face swaps, StarGAN edits, "
     "Stable Diffusion 2.1 and StyleGAN3, catching 63 % of the StyleGAN3 fakes and almost none "
-    "of the others. Cross-generator generalisation is an open problem in this field. It has "
+    "of the others. Cross-generator generalisation is an open problem in this field. It "
+    "relies on fine detail: a blur of 1 px, halving the size or a social-media re-encode "
+    "(resize 0.5 + JPEG 70) makes fakes pass as real (accuracy 0.5-0.6), and added noise makes "
+    "real photos look fake, so a 'real' verdict on a degraded image is no evidence (see the "
+    "robustness table). It has "
     "no notion of a face: images without one must be filtered out first (the app and "
     "`analyze` do so by default)."
 )

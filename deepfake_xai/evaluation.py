@@ -206,7 +206,9 @@ def evaluate(
     if settings is not None:
         settings.batch_size, settings.num_workers = batch_size, num_workers
         settings.progress = progress
-        dataset = f"{describe_data(data)} (split {chosen or 'all'})"
+        # The folder's name, not its path: the card travels with the checkpoint to the app.
+        name = Path(data).name if isinstance(data, (str, os.PathLike)) else describe_data(data)
+        dataset = f"{name} (split {chosen or 'all'})"
         comparison.trust = _check_trust(loaded, names, samples, settings, dataset)
     if write_card:
         for source, name in zip(detectors, names, strict=True):

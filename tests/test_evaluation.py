@@ -260,6 +260,7 @@ def test_robustness_explanations_and_card(dataset, checkpoints, tmp_path):
     assert "## Robustness" in (tmp_path / "out" / "comparison.md").read_text()
     card = read_metadata(checkpoint)["robustness"]
     assert card == comparison.trust.card("mobilenetv2_100")
+    assert str(dataset) not in card["dataset"]  # no server path in the model card
     assert card["rows"][0] == {
         "perturbation": "clean",
         "level": "",

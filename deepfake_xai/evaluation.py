@@ -32,6 +32,7 @@ from .data import (
     read_manifest,
 )
 from .detectors import Detector, autocast_dtype, resolve_device
+from .detectors.checkpoint import update_metadata
 from .metrics import classification_metrics, per_group_metrics, reliability_curve, roc_curve
 
 if TYPE_CHECKING:
@@ -237,20 +238,7 @@ def write_robustness_card(checkpoint: str | os.PathLike, card: dict[str, Any]) -
     [{"perturbation", "level", "accuracy", "roc_auc", "ece", "n"}, ...]}`` (see
     :meth:`deepfake_xai.trust.TrustReport.card`).
     """
-    detector = Detector.load(checkpoint, device="cpu")
-    detector.metadata["robustness"] = card
-    if _stored_in_half(checkpoint):
-        detector.model.half()  # a shipped fp16 checkpoint stays half the size
-    return detector.save(checkpoint)
-
-
-def _stored_in_half(checkpoint: str | os.PathLike) -> bool:
-    """Whether the floating-point tensors of a safetensors file are fp16."""
-    from safetensors import safe_open
-
-    with safe_open(os.fspath(checkpoint), framework="pt") as weights:
-        dtypes = {weights.get_slice(key).get_dtype() for key in weights.keys()}  # noqa: SIM118
-    return "F16" in dtypes and "F32" not in dtypes
+    return update_metadata(checkpoint, robustness=card)
 
 
 def _check_writable_cards(detectors: Sequence[Any], robustness: bool) -> None:

@@ -48,7 +48,22 @@ def save_checkpoint(detector: Detector, path: str | os.PathLike) -> Path:
         path = path.with_name(path.name + ".safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
     config = {"format": FORMAT, **detector.config()}
-    tensors = _unshared_state_dict(detector.model)
+    _write_atomically(path, _unshared_state_dict(detector.model), config)
+    return path
+
+
+def update_metadata(path: str | os.PathLike, **fields: Any) -> Path:
+    """Add ``fields`` to a checkpoint's metadata, rewriting it atomically; the tensors are copied
+    as stored (an fp16 checkpoint stays fp16)."""
+    path = Path(path)
+    config = {**read_metadata(path), **fields}
+    with safe_open(str(path), framework="pt") as handle:
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    _write_atomically(path, tensors, config)
+    return path
+
+
+def _write_atomically(path: Path, tensors: dict[str, torch.Tensor], config: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -57,7 +72,6 @@ def save_checkpoint(detector: Detector, path: str | os.PathLike) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
 
 
 def _unshared_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:

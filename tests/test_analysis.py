@@ -110,7 +110,7 @@ def test_every_output_file_is_written(run, folder):
 
 def test_predictions_cover_every_image_and_detector(run, folder):
     rows = pd.read_csv(run.out / "predictions.csv", keep_default_na=False)
-    assert list(rows.columns) == list(ROW_FIELDS)
+    assert list(rows.columns) == [*ROW_FIELDS, "source"] and (rows["source"] == "").all()
     assert set(rows["status"]) == {"ok", "unreadable"} and (rows["faces"] == "").all()
     assert len(rows) == 2 * (2 * N_PER_CLASS + 1)
     assert not rows.duplicated(["index", "detector"]).any()
@@ -323,6 +323,33 @@ def test_labels_from_a_mapping_a_manifest_or_folders(folder, tmp_path):
         resolve_inputs([str(paths[0])], {str(paths[0]): "maybe"})
     with pytest.raises(ValueError, match="none of the 3"):
         resolve_inputs([str(p) for p in paths], {"other.png": "fake"})
+
+
+def test_sources_are_the_folders_that_tell_images_apart(tmp_path):
+    def sources(inputs) -> dict[str, str]:
+        resolved = resolve_inputs(inputs)
+        return {
+            Path(p).relative_to(tmp_path).as_posix(): s
+            for p, s in zip(resolved.paths, resolved.sources, strict=True)
+        }
+
+    for folder in ("wrap/only/press/real", "wrap/only/sd21/test/fake", "wrap/only/web"):
+        write_images(tmp_path / folder, 1, seed=0)
+    assert sources(tmp_path / "wrap") == {
+        "wrap/only/press/real/000.png": "press",
+        "wrap/only/sd21/test/fake/000.png": "sd21",
+        "wrap/only/web/000.png": "web",
+    }
+    for folder in ("classes/real/ffhq", "classes/fake/sd21", "classes/fake"):
+        write_images(tmp_path / folder, 1, seed=0)
+    assert sources(tmp_path / "classes") == {
+        "classes/fake/000.png": "",
+        "classes/fake/sd21/000.png": "sd21",
+        "classes/real/ffhq/000.png": "ffhq",
+    }
+    one = sources(tmp_path / "wrap" / "only" / "press")
+    files = sources([tmp_path / "classes/fake/000.png", tmp_path / "wrap/only/web/000.png"])
+    assert set(one.values()) == set(files.values()) == {""}
 
 
 def test_dataset_items_give_images_and_labels():
@@ -550,7 +577,7 @@ def test_store_counts_whole_images_and_reads_each_row_once(tmp_path):
         (1, "d1"),
     ]
     inputs = pq.read_table(tmp_path / "inputs.parquet").to_pylist()
-    assert inputs[1] == {"index": 1, "path": "b.png", "label": "fake"}
+    assert inputs[1] == {"index": 1, "path": "b.png", "label": "fake", "source": ""}
 
 
 def test_store_refuses_other_parameters_and_clears_only_its_files(tmp_path):

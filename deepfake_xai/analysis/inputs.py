@@ -5,6 +5,16 @@ Paths, folders, globs and CSV manifests go through :func:`deepfake_xai.data.disc
 Entries that discovery leaves out because they are no image files (folders, FIFOs, devices or
 dangling links named like images, and ``.svg`` files) are kept too, so that each gets a row with
 the reason it cannot be read instead of vanishing; none of them is opened for reading here.
+
+Each image also gets its **source** (where it comes from, for the per-source breakdown): the
+``group`` column of a CSV manifest given as input; else, for an image found in a folder given
+as input, the first folder on its path below that folder that is not a class (real/fake or a
+synonym) or split (train/val/test) name, skipping the folders that all its images share; else
+none (``""``). So ``photos/press/real/a.jpg`` and ``photos/sd21/fake/b.jpg`` come from ``press``
+and ``sd21``, ``photos/real/ffhq/c.jpg`` from ``ffhq``; images of ``ROOT/{real,fake}``, of a flat
+folder, and files or glob matches given one by one have none. A folder holding only source
+folders (``ROOT/{press,sd21}/...``, with no class or split folder and no loose image) is
+discovered one source folder at a time.
 """
 
 from __future__ import annotations
@@ -15,14 +25,22 @@ import os
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..data import _IGNORED_DIRS, IMAGE_SUFFIXES, discover, normalise_label, read_manifest
+from ..data import (
+    _IGNORED_DIRS,
+    IMAGE_SUFFIXES,
+    discover,
+    normalise_label,
+    normalise_split,
+    read_manifest,
+)
+from ..paths import display_path
 
 VECTOR_SUFFIXES = (".svg", ".svgz")
 InputSpec = str | os.PathLike | Sequence[str | os.PathLike] | Dataset
@@ -34,11 +52,13 @@ class Inputs:
     """The images of one run in a fixed order: ``paths[i]`` is image ``i``.
 
     For a ``Dataset``, ``paths`` are ``dataset[i]`` placeholders, ``labels`` are None and the
-    dataset's own labels come back with each decoded item.
+    dataset's own labels come back with each decoded item. ``sources`` says where each image
+    comes from (see the module docstring; ``""`` when unknown).
     """
 
     paths: list[str]
     labels: list[str | None]
+    sources: list[str]
     dataset: Dataset | None = None
 
     def __len__(self) -> int:
@@ -51,11 +71,11 @@ class Inputs:
         return split_item(self.dataset[index])
 
     def fingerprint(self) -> str:
-        """SHA-256 over the paths and labels (a dataset: its type and length)."""
+        """SHA-256 over the paths, labels and sources, when any (a dataset: type and length)."""
         if self.dataset is not None:
             content: Any = [type(self.dataset).__qualname__, len(self.dataset)]
         else:
-            content = [self.paths, self.labels]
+            content = [self.paths, self.labels] + ([self.sources] if any(self.sources) else [])
         return hashlib.sha256(json.dumps(content).encode()).hexdigest()
 
 
@@ -67,17 +87,72 @@ def resolve_inputs(inputs: InputSpec, labels: LabelSpec = None) -> Inputs:
         n = len(inputs)  # type: ignore[arg-type]
         if n == 0:
             raise ValueError("the dataset is empty")
-        return Inputs([f"dataset[{i}]" for i in range(n)], [None] * n, inputs)
+        return Inputs([f"dataset[{i}]" for i in range(n)], [None] * n, [""] * n, inputs)
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     unusable = {p: label for item in items for p, label in unusable_entries(item).items()}
-    listed = [i for i in items if _key(i) not in unusable]
+    listed = [part for i in items if _key(i) not in unusable for part in _source_folders(i)]
     samples = discover(listed) if listed else []
     found = {str(s.path): s.label for s in samples}
     found.update((p, label) for p, label in unusable.items() if p not in found)
     if not found:
         raise ValueError(f"no images found in {_describe(inputs)}")
     paths = sorted(found, key=Path)
-    return Inputs(paths, label_list(paths, [found[p] for p in paths], labels))
+    groups = {str(s.path): s.group for s in samples if s.group}
+    sources = {**_folder_sources(items, paths), **groups}
+    labelled = label_list(paths, [found[p] for p in paths], labels)
+    return Inputs(paths, labelled, [sources.get(p, "") for p in paths])
+
+
+def folder_sources(relative: Sequence[PurePath]) -> list[str]:
+    """The source of each image from its path relative to the folder it was found in: the
+    first folder below those that every image shares that is not a class or split name (shown
+    as :func:`deepfake_xai.paths.display_path` writes it); ``""`` when there is none."""
+    folders = [p.parent.parts for p in relative]
+    shared = len(os.path.commonprefix(folders)) if folders else 0
+    sources = []
+    for parts in folders:
+        named = [f for f in parts[shared:] if not (normalise_label(f) or normalise_split(f))]
+        sources.append(display_path(named[0]) if named else "")
+    return sources
+
+
+def _folder_sources(items: Sequence[Any], paths: Sequence[str]) -> dict[str, str]:
+    """Path -> source for the images under each folder among ``items`` (first folder wins)."""
+    sources: dict[str, str] = {}
+    for item in items:
+        root = _key(item)
+        if not os.path.isdir(root):
+            continue
+        inside = [p for p in paths if p not in sources and Path(p).is_relative_to(root)]
+        relative = [Path(p).relative_to(root) for p in inside]
+        sources.update(zip(inside, folder_sources(relative), strict=True))
+    return sources
+
+
+def _source_folders(item: str | os.PathLike) -> list[str | os.PathLike]:
+    """``item``, or the folders to discover in its place when it holds only source folders
+    (sub-folders with images, none a class or split folder, and no loose image), recursively."""
+    path = _key(item)
+    if not os.path.isdir(path):
+        return [item]
+    with os.scandir(path) as entries:
+        entries = sorted(entries, key=lambda e: e.name)
+    folders = [e for e in entries if e.is_dir() and _walked(e.name)]
+    if any(normalise_label(f.name) or normalise_split(f.name) for f in folders) or any(
+        e.is_file() and _looks_like_image(e.name) for e in entries
+    ):
+        return [item]
+    holding = [f.path for f in folders if _holds_images(f.path)]
+    return [part for f in holding for part in _source_folders(f)] or [item]
+
+
+def _holds_images(folder: str) -> bool:
+    """Whether an image file sits anywhere under ``folder`` (where discovery looks)."""
+    for _, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if _walked(d)]
+        if any(_looks_like_image(f) for f in filenames):
+            return True
+    return False
 
 
 def unusable_entries(item: str | os.PathLike) -> dict[str, str | None]:

@@ -4,7 +4,11 @@ Every image is embedded as a base64 JPEG/PNG thumbnail, so the single ``report.h
 be mailed or attached to an issue. Galleries show each image as the first detector saw it, then
 one row per detector with its heatmap overlay for every explainer and layer that was computed.
 When ``deepfake-xai evaluate --robustness --explanations`` wrote its results into the run folder
-(``<out>/trust/`` or ``<out>/``), the report summarises them and links the full tables.
+(``<out>/trust/`` or ``<out>/``), the report summarises them and links the full tables. When the
+images come from several sources (a manifest's ``group`` column or sub-folders, see
+:mod:`.inputs`), a table breaks the verdicts and metrics down by source and detector. Images are
+named by their path below the folder that holds them all (or by the names given), whatever
+bytes the names hold.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import html
 import io
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +29,8 @@ from PIL import Image
 from ..metrics import HEADLINE_METRICS
 from ..paths import display_path
 from ..trust.report import VERDICT_COLUMNS
-from .result import AnalysisResult
-from .store import REPORT, projection_stem
+from .result import NO_SOURCE, AnalysisResult
+from .store import REPORT, SOURCE, projection_stem
 
 THUMBNAIL = 128
 PER_GALLERY = 12
@@ -41,22 +45,36 @@ table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ddd;paddi
 th{background:#f4f4f4}td.num{text-align:right}.row{display:flex;flex-wrap:wrap;gap:.8em}
 .card{border:1px solid #ddd;border-radius:4px;padding:.3em;font-size:.75em;max-width:100%}
 .card .imgs{display:flex;gap:.25em;align-items:center}.card figure{margin:0;text-align:center}
-.card .who{width:9em;font-size:1.1em}
+.card .who{width:9em;font-size:1.1em}.card .name{max-width:14em;overflow-wrap:anywhere}
 .card img{width:128px;height:128px;display:block}.muted{color:#777}
 .fake{color:#c0392b}.real{color:#2471a3}
 """
 
 
-def write_report(result: AnalysisResult, path: str | os.PathLike | None = None) -> Path:
-    """Write the report for ``result`` (default ``<out>/report.html``) atomically."""
+def write_report(
+    result: AnalysisResult,
+    path: str | os.PathLike | None = None,
+    names: Mapping[str, str] | None = None,
+) -> Path:
+    """Write the report for ``result`` (default ``<out>/report.html``) atomically.
+
+    ``names`` maps image paths to the names a person knows them by (say, the uploaded file for
+    a face cropped into a file of its own); by default an image is named by its path below the
+    folder that holds all the run's images, and the overview names that folder.
+    """
     path = Path(path) if path is not None else result.out / REPORT
+    folder, shown = _names(result)
+    if names is not None:
+        folder = None
+        shown.update((p, display_path(n)) for p, n in names.items() if p in shown)
     sections = [
-        _overview(result),
+        _overview(result, folder),
         _metrics(result.summary.get("metrics", {})),
+        _by_source(result.by_source()),
         _trust(result),
         _projections(result),
-        *_galleries(result),
-        _unreadable(result.errors),
+        *_galleries(result, shown),
+        _unreadable(result.errors, shown),
     ]
     body = "\n".join(s for s in sections if s)
     page = (
@@ -70,12 +88,24 @@ def write_report(result: AnalysisResult, path: str | os.PathLike | None = None) 
     return path
 
 
+def _names(result: AnalysisResult) -> tuple[str | None, dict[str, str]]:
+    """The folder holding every image (None for a Dataset), and path -> name shown."""
+    if result.info.get("dataset") or not result.paths:
+        return None, {p: p for p in result.paths}
+    try:
+        folder = os.path.commonpath([os.path.dirname(p) for p in result.paths])
+    except ValueError:  # paths on several Windows drives
+        return None, {p: display_path(p) for p in result.paths}
+    return display_path(folder), {p: display_path(os.path.relpath(p, folder)) for p in result.paths}
+
+
 # -- sections ---------------------------------------------------------------------------------
-def _overview(result: AnalysisResult) -> str:
+def _overview(result: AnalysisResult, folder: str | None) -> str:
     params = result.info["parameters"]
     summary = result.summary
     facts = {
         "images": len(result.paths),
+        **({"folder": folder} if folder else {}),
         "readable": summary.get("processed", "-"),
         "unreadable": summary.get("errors", len(result.errors)),
         "detectors": ", ".join(result.detectors),
@@ -100,6 +130,38 @@ def _metrics(metrics: dict[str, dict[str, Any]]) -> str:
         rows.append(f"<tr><td>{_e(detector)}</td>{cells}</tr>")
     note = '<p class="muted">Positive class: fake; threshold 0.5 on P(fake).</p>'
     return f"<h2>Metrics (labelled images)</h2><table><tr>{head}</tr>{''.join(rows)}</table>{note}"
+
+
+def _by_source(table: pd.DataFrame) -> str:
+    """One row per source and detector (see :meth:`AnalysisResult.by_source`), when the images
+    come from at least two sources."""
+    if table.empty or table[SOURCE].nunique() < 2:
+        return ""
+    said = [c for c in table.columns if c.startswith("said_")]
+    labelled = bool(table["labelled"].any())
+    columns = ["source", "detector", "images", *(c.replace("_", " ") for c in said)]
+    columns.append("no verdict")
+    if labelled:
+        columns += ["accuracy", "fakes caught", "real photos called fake"]
+    rows = []
+    for r in table.to_dict("records"):
+        counts = [r["images"], *(r[c] for c in said), r["no_verdict"]]
+        if labelled:
+            counts += [
+                share(r["accuracy"], r["labelled"]),
+                share(r["fakes_caught"], r["fakes"]),
+                share(r["reals_called_fake"], r["reals"]),
+            ]
+        cells = "".join(f'<td class="num">{_e(c)}</td>' for c in counts)
+        rows.append(
+            f"<tr><td>{_e(r[SOURCE] or NO_SOURCE)}</td><td>{_e(r['detector'])}</td>{cells}</tr>"
+        )
+    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    note = (
+        '<p class="muted">Source: the manifest\'s group column, or the sub-folder an image was '
+        "found in. Shares are of the labelled images of that source with a verdict.</p>"
+    )
+    return f"<h2>By source</h2><table><tr>{head}</tr>{''.join(rows)}</table>{note}"
 
 
 def _trust(result: AnalysisResult) -> str:
@@ -183,7 +245,7 @@ def _projections(result: AnalysisResult) -> str:
     return f'<h2>Embeddings ({_e(method)})</h2><div class="row">{"".join(figures)}</div>'
 
 
-def _galleries(result: AnalysisResult) -> list[str]:
+def _galleries(result: AnalysisResult, names: Mapping[str, str]) -> list[str]:
     wide = _wide(result.predictions)
     if wide.empty:
         return []
@@ -192,6 +254,7 @@ def _galleries(result: AnalysisResult) -> list[str]:
     fakes = mean[mean >= 0.5].sort_values(ascending=False).index[:PER_GALLERY]
     reals = mean[mean < 0.5].sort_values().index[:PER_GALLERY]
     kinds = _heatmap_kinds(result)
+    wide["name"] = [names.get(p, display_path(p)) for p in wide["path"]]
     out = [
         _gallery("Most confident fakes", result, wide, fakes, kinds),
         _gallery("Most confident reals", result, wide, reals, kinds),
@@ -202,12 +265,12 @@ def _galleries(result: AnalysisResult) -> list[str]:
     return out
 
 
-def _unreadable(errors: pd.DataFrame) -> str:
+def _unreadable(errors: pd.DataFrame, names: Mapping[str, str]) -> str:
     if errors.empty:
         return ""
     shown = errors.head(MAX_ERRORS_LISTED)
     rows = "".join(
-        f"<tr><td>{_e(display_path(r.path))}</td><td>{_e(r.reason)}</td></tr>"
+        f"<tr><td>{_e(names.get(r.path, display_path(r.path)))}</td><td>{_e(r.reason)}</td></tr>"
         for r in shown.itertuples()
     )
     more = len(errors) - len(shown)
@@ -221,13 +284,13 @@ def _unreadable(errors: pd.DataFrame) -> str:
 # -- galleries --------------------------------------------------------------------------------
 def _wide(predictions: pd.DataFrame) -> pd.DataFrame:
     """One row per image some detector scored: p_fake per detector (NaN where that one gave no
-    verdict; a detector that scored nothing has no column), plus path and label."""
+    verdict; a detector that scored nothing has no column), plus path, label and source."""
     ok = predictions[predictions["error"] == ""]
     if ok.empty:
         return pd.DataFrame()
     wide = ok.pivot(index="index", columns="detector", values="p_fake")
     first = ok.drop_duplicates("index").set_index("index")
-    return wide.join(first[["path", "label"]]).dropna(subset=list(wide.columns), how="all")
+    return wide.join(first[["path", "label", SOURCE]]).dropna(subset=list(wide.columns), how="all")
 
 
 def _misclassified(wide: pd.DataFrame, scored: list[str]) -> pd.Index:
@@ -272,8 +335,8 @@ def _card(result: AnalysisResult, row: pd.Series, index: int, kinds: list[tuple[
     original = _try_image(lambda: result.image(index, result.detectors[0]))
     head = [_figure(original, "input")] if original is not None else []
     label = row["label"] if isinstance(row["label"], str) else "unknown"
-    name = display_path(Path(str(row["path"])).name)
-    head.append(f"<div>{_e(name)}<br>label: {_e(label)}</div>")
+    source = f"<br>source: {_e(row[SOURCE])}" if row[SOURCE] else ""
+    head.append(f'<div class="name">{_e(row["name"])}<br>label: {_e(label)}{source}</div>')
     rows = [f'<div class="imgs">{"".join(head)}</div>']
     for detector in result.detectors:
         p = row.get(detector, np.nan)
@@ -332,6 +395,11 @@ def _jpeg(image: Image.Image) -> bytes:
 
 def _data_uri(data: bytes, kind: str) -> str:
     return f"data:image/{kind};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def share(value: float, total: int) -> str:
+    """A share of ``total`` images as ``"75% of 4"``, or ``"-"`` when there is none."""
+    return f"{value:.0%} of {total}" if total else "-"
 
 
 def _number(value: Any) -> str:

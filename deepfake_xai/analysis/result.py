@@ -22,9 +22,11 @@ from .store import (
     FACE_FIELDS,
     FORMAT,
     NO_FACE,
+    OK,
     REPORT,
     ROW_FIELDS,
     RUN_JSON,
+    SOURCE,
     UNREADABLE,
     cam_column,
     column_values,
@@ -38,6 +40,18 @@ from .store import (
 
 ImageKey = int | str | os.PathLike
 SHOWN_METRICS = ("accuracy", "f1", "roc_auc")
+COLUMNS = (*ROW_FIELDS, SOURCE)
+# by_source()'s columns after the verdict counts
+BY_SOURCE = (
+    "no_verdict",
+    "labelled",
+    "accuracy",
+    "fakes",
+    "fakes_caught",
+    "reals",
+    "reals_called_fake",
+)
+NO_SOURCE = "(none)"
 
 
 class AnalysisResult:
@@ -66,18 +80,62 @@ class AnalysisResult:
         """One row per image and detector, in run order: index, path, detector, p_fake,
         verdict, label, error, then status (ok, unreadable, no_face, invalid_score), faces (the
         number found; <NA> with the face check off) and the box of the face analysed
-        (face_left, face_top, face_width, face_height). Rows without a verdict have NaN p_fake,
-        an empty verdict and their reason in ``error``."""
+        (face_left, face_top, face_width, face_height), and source (where the image comes
+        from: a manifest's group or a sub-folder, see :mod:`.inputs`; ``""`` when unknown).
+        Rows without a verdict have NaN p_fake, an empty verdict and their reason in ``error``."""
         table = read_parts(self.out, [f for f in ROW_FIELDS if f not in ("index", "detector")])
         frame = table.to_pandas(types_mapper=pandas_type)
         if frame.empty:
-            return pd.DataFrame({name: pd.Series(dtype=object) for name in ROW_FIELDS})
+            return pd.DataFrame({name: pd.Series(dtype=object) for name in COLUMNS})
         frame["path"] = pd.Series([text_to_path(p) for p in frame["path"]], dtype=object)
         frame["label"] = frame["label"].astype(object).where(frame["label"].notna(), None)
+        sources = self._inputs.set_index("index")[SOURCE]
+        frame[SOURCE] = frame["index"].map(sources).fillna("").astype(object)
         order = {name: k for k, name in enumerate(self.detectors)}
         frame["_order"] = frame["detector"].map(order)
         frame = frame.sort_values(["index", "_order"], kind="stable").drop(columns="_order")
-        return frame[list(ROW_FIELDS)].reset_index(drop=True)
+        return frame[list(COLUMNS)].reset_index(drop=True)
+
+    def by_source(self) -> pd.DataFrame:
+        """One row per source and detector (sources by name, ``""`` last): ``images``, one
+        ``said_<verdict>`` count per verdict given in the run, ``no_verdict``, and over the
+        labelled images with a verdict: ``labelled``, ``accuracy``, ``fakes`` and
+        ``fakes_caught`` (the share of them called fake), ``reals`` and ``reals_called_fake``
+        (the share of them called fake); NaN where a share has no image to count."""
+        from ..metrics import per_group_metrics
+
+        rows = self.predictions
+        verdicts = sorted(v for v in rows["verdict"].unique() if v)
+        table = []
+        for detector in self.detectors:
+            mine = rows[rows["detector"] == detector]
+            scored = mine[(mine["status"] == OK) & mine["label"].notna()]
+            metrics = per_group_metrics(
+                (scored["label"] == "fake").to_numpy(dtype=np.int64),
+                scored["p_fake"].to_numpy(dtype=np.float64),
+                scored[SOURCE].tolist(),
+            )
+            groups = sorted(mine.groupby(SOURCE), key=lambda g: (g[0] == "", g[0]))
+            for source, group in groups:
+                counts = group["verdict"].value_counts()
+                m = metrics.get(source, {})
+                table.append(
+                    {
+                        SOURCE: source,
+                        "detector": detector,
+                        "images": int(group["index"].nunique()),
+                        **{f"said_{v}": int(counts.get(v, 0)) for v in verdicts},
+                        "no_verdict": int((group["verdict"] == "").sum()),
+                        "labelled": m.get("n", 0),
+                        "accuracy": m.get("accuracy", np.nan),
+                        "fakes": m.get("n_fake", 0),
+                        "fakes_caught": _share(m.get("tp", 0), m.get("n_fake", 0)),
+                        "reals": m.get("n_real", 0),
+                        "reals_called_fake": _share(m.get("fp", 0), m.get("n_real", 0)),
+                    }
+                )
+        said = [f"said_{v}" for v in verdicts]
+        return pd.DataFrame(table, columns=[SOURCE, "detector", "images", *said, *BY_SOURCE])
 
     @property
     def errors(self) -> pd.DataFrame:
@@ -287,15 +345,37 @@ class AnalysisResult:
                 if metrics.get(name) is not None
             )
             lines.append(f"  {detector}: {shown} ({metrics['n']} labelled images)")
+        lines += self._describe_sources()
         report = f" (report: {self.report_path})" if self.report_path else ""
         lines.append(f"outputs: {self.out}{report}")
         return "\n".join(line for line in lines if line)
+
+    def _describe_sources(self) -> list[str]:
+        """A line per source and detector, when the images come from several sources."""
+        table = self.by_source()
+        if table[SOURCE].nunique() < 2:
+            return []
+        lines = ["  by source:"]
+        for row in table.to_dict("records"):
+            said = [
+                f"{k.removeprefix('said_')} {v}" for k, v in row.items() if k.startswith("said_")
+            ]
+            scored = f", accuracy {row['accuracy']:.3f}" if row["labelled"] else ""
+            lines.append(
+                f"    {row[SOURCE] or NO_SOURCE}, {row['detector']}: {row['images']} images "
+                f"(said {', '.join(said) or 'nothing'}){scored}"
+            )
+        return lines
 
     def __repr__(self) -> str:
         return (
             f"AnalysisResult({str(self.out)!r}, images={len(self.paths)}, "
             f"detectors={self.detectors}, status={self.status!r})"
         )
+
+
+def _share(count: int, total: int) -> float:
+    return count / total if total else np.nan
 
 
 @lru_cache(maxsize=16)

@@ -1,7 +1,7 @@
 """The on-disk layout of an analysis run: Parquet parts that any number of writers can add.
 
 A run folder holds ``run.json`` (parameters, fingerprint, status, summary), ``inputs.parquet``
-(the image order: index, path, label) and ``parts/``, where each committed block of results is
+(index, path, label, source) and ``parts/``, where each committed block of results is
 one Parquet file: one row per image and detector with its P(fake), verdict, status, face box,
 embedding and heatmaps. A part is written under a temporary name, synced, then renamed into
 place, so it is either whole or absent; the rename is the commit, and the folder listing is the
@@ -48,6 +48,7 @@ REPORT = "report.html"
 PREDICTION_FIELDS = ("index", "path", "detector", "p_fake", "verdict", "label", "error")
 FACE_FIELDS = ("faces", "face_left", "face_top", "face_width", "face_height")
 ROW_FIELDS = (*PREDICTION_FIELDS, "status", *FACE_FIELDS)
+SOURCE = "source"  # per image, in inputs.parquet: where it comes from ("" when unknown)
 ERROR_FIELDS = ("index", "path", "reason")
 EMBEDDING = "embedding"
 ARRAY_DTYPE = np.float16
@@ -79,7 +80,7 @@ _OWNED_FILES = (RUN_JSON, INPUTS, PREDICTIONS, PREDICTIONS_PARQUET, ERRORS, REPO
 _OWNED_DIRS = (PARTS, "cams", "embeddings")  # the last two: format 1 runs
 _OWNED_PATTERNS = ("projection_*.csv", "projection_*.png")
 _FINGERPRINT_PARTS = {
-    "inputs": "images or labels",
+    "inputs": "images, labels or sources",
     "detectors": "detectors (names, weights or preprocessing)",
     "explanation": "explainers, layers or target",
     "faces": "face check (faces=)",
@@ -213,9 +214,12 @@ def _empty(columns: Sequence[str]) -> pa.Table:
 
 
 def read_inputs(out: Path) -> pd.DataFrame:
-    """inputs.parquet: ``index``, ``path`` (as ``open()`` accepts it) and ``label``."""
+    """inputs.parquet: ``index``, ``path`` (as ``open()`` accepts it), ``label`` and
+    ``source`` (``""`` in runs written before sources were recorded)."""
     frame = pq.read_table(out / INPUTS).to_pandas(types_mapper=pandas_type)
     frame["path"] = pd.Series([text_to_path(p) for p in frame["path"]], dtype=object)
+    if SOURCE not in frame:
+        frame[SOURCE] = ""
     return frame
 
 
@@ -244,10 +248,11 @@ class RunStore:
     """The output folder of one run, opened by the process that drives it.
 
     ``info`` is run.json's content and must hold a ``fingerprint`` dict; ``paths`` and
-    ``labels`` are the images in run order, ``detectors`` the detector names. An existing run
-    of the same fingerprint is resumed: :attr:`done` holds the images it already committed and
-    :attr:`previous` its run.json. Blocks given to :meth:`add` are committed as one part once
-    ``commit_interval`` seconds have passed since the last commit (and by :meth:`close`).
+    ``labels`` (and ``sources``, where each comes from; default none) are the images in run
+    order, ``detectors`` the detector names. An existing run of the same fingerprint is
+    resumed: :attr:`done` holds the images it already committed and :attr:`previous` its
+    run.json. Blocks given to :meth:`add` are committed as one part once ``commit_interval``
+    seconds have passed since the last commit (and by :meth:`close`).
     """
 
     def __init__(
@@ -258,6 +263,7 @@ class RunStore:
         labels: Sequence[str | None],
         detectors: Sequence[str],
         *,
+        sources: Sequence[str] | None = None,
         resume: bool = True,
         commit_interval: float = COMMIT_INTERVAL,
     ):
@@ -274,7 +280,7 @@ class RunStore:
         for stale in (self.out / PARTS).glob(".part-*.tmp"):
             stale.unlink()
         if not (self.out / INPUTS).exists():
-            write_parquet(self.out / INPUTS, inputs_table(paths, labels))
+            write_parquet(self.out / INPUTS, inputs_table(paths, labels, sources))
         self.done = self._done()
         write_json(self.out / RUN_JSON, self.info)
 
@@ -346,12 +352,15 @@ class RunStore:
         self.close()
 
 
-def inputs_table(paths: Sequence[str], labels: Sequence[str | None]) -> pa.Table:
+def inputs_table(
+    paths: Sequence[str], labels: Sequence[str | None], sources: Sequence[str] | None = None
+) -> pa.Table:
     return pa.table(
         {
             "index": pa.array(np.arange(len(paths), dtype=np.int64)),
             "path": pa.array([path_to_text(p) for p in paths], type=pa.string()),
             "label": pa.array(list(labels), type=pa.string()),
+            SOURCE: pa.array(list(sources or [""] * len(paths)), type=pa.string()),
         }
     )
 

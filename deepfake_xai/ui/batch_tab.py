@@ -4,23 +4,28 @@
 Stages, each shown in the progress bar: decoding and finding faces (each image's largest face is
 framed like the training photos; an image with no face gets no verdict), the detectors, the
 projection, the report. The page shows a summary (verdict counts per detector and, with labels,
-accuracy, ROC AUC and a confusion matrix), the predictions table, heatmap overlays and one
-projection per detector whose points open their image and heatmap when selected.
+accuracy, ROC AUC and a confusion matrix; per source too when the images come from several), the
+predictions table, heatmap overlays and one projection per detector whose points open their
+image and heatmap when selected. An upload's source is found from its path inside its zip, the
+zip's name first, as :func:`deepfake_xai.analysis.inputs.folder_sources` finds it in a folder;
+an image uploaded on its own has none.
 """
 
 from __future__ import annotations
 
 import html
+import os
 import uuid
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 
+from ..analysis.inputs import folder_sources
 from ..analysis.projection import MIN_POINTS
 from ..detectors import Detector
 from ..images import ImageLoadError, load_image
@@ -54,6 +59,7 @@ class Prepared:
     analysed: list[Path] = field(default_factory=list)  # the files given to analyze
     shown: dict[str, str] = field(default_factory=dict)  # analysed path -> name shown
     labels: dict[str, str] = field(default_factory=dict)  # analysed path -> real / fake
+    sources: dict[str, str] = field(default_factory=dict)  # analysed path -> source ("": none)
     faces: dict[str, int] = field(default_factory=dict)  # name shown -> faces found
     no_face: list[str] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
@@ -262,6 +268,7 @@ def run_batch(
     from ..analysis import AnalysisResult, analyze
     from ..analysis.projection import write_projection
     from ..analysis.report import write_report
+    from ..data import Sample, write_manifest
 
     progress = progress or (lambda *args, **kwargs: None)
     if not files:
@@ -274,18 +281,22 @@ def run_batch(
     progress(0.0, desc="Reading the uploads")
     uploads = collect_uploads(files, run_dir / "uploads")
     root = run_dir / "uploads"
-    prepared = _prepare(uploads, root, run_dir / "faces", find_faces_first, progress)
-    result = None
+    sources = _upload_sources(uploads.images, root, files)
+    prepared = _prepare(uploads, sources, root, run_dir / "faces", find_faces_first, progress)
+    result = report_path = None
     if prepared.analysed:
         progress(0.3, desc="Running the detectors")
+        samples = [
+            Sample(p, prepared.labels.get(_key(p)), group=prepared.sources[_key(p)] or None)
+            for p in prepared.analysed
+        ]
         result = analyze(
-            [str(p) for p in prepared.analysed],
+            write_manifest(samples, run_dir / "inputs.csv"),
             detectors=list(detectors),
             explainers=("gradcam",),
             layers=("final",),
             projection=None,
             out=run_dir / "analysis",
-            labels=prepared.labels or None,
             device=detectors[0].device,
             progress=True,
             report=False,
@@ -297,11 +308,10 @@ def run_batch(
                 write_projection(result, detector.name, projection)
         progress(0.9, desc="Writing the report")
         result = AnalysisResult(result.out)
-        write_report(result)
+        report_path = write_report(result, run_dir / "report.html", names=prepared.shown)
     table = _table(result, prepared, detectors)
     csv_path = run_dir / "predictions.csv"
     table.to_csv(csv_path, index=False)
-    report_path = _report(result, run_dir)
     archive = _archive(run_dir, csv_path, report_path, result)
     scatters, points = {}, {}
     for name in scatter_order:
@@ -319,20 +329,37 @@ def run_batch(
     ]
 
 
-def _prepare(uploads, root: Path, faces_dir: Path, find_first: bool, progress: Any) -> Prepared:
+def _upload_sources(images: Sequence[Path], root: Path, files: Sequence[str]) -> list[str]:
+    """Each upload's source: from its folders inside its zip (extracted into ``archive-<n>``
+    under ``root``), the zip's name first; none for an image uploaded on its own."""
+    zips = {f"archive-{n}": Path(f).stem for n, f in enumerate(files)}
+    relative = []
+    for image in images:
+        try:
+            archive, *inside = image.relative_to(root).parts
+        except ValueError:
+            relative.append(PurePath(image.name))
+            continue
+        relative.append(PurePath(zips.get(archive, archive), *inside))
+    return folder_sources(relative)
+
+
+def _prepare(
+    uploads, sources: Sequence[str], root: Path, faces_dir: Path, find_first: bool, progress: Any
+) -> Prepared:
     """Decode each upload, find its faces and write the largest one framed, when asked."""
     prepared = Prepared()
-    pairs = list(zip(uploads.images, uploads.labels, strict=True))
+    items = list(zip(uploads.images, uploads.labels, sources, strict=True))
     if find_first:
         from ..faces import find_faces, frame_face
 
         faces_dir.mkdir(parents=True, exist_ok=True)
-    for number, (path, folder_label) in enumerate(pairs):
-        progress((number / max(len(pairs), 1)) * 0.3, desc="Decoding and finding faces")
+    for number, (path, folder_label, source) in enumerate(items):
+        progress((number / max(len(items), 1)) * 0.3, desc="Decoding and finding faces")
         shown = _file(path, root)
         label = folder_label or label_from_name(path)
         if not find_first:
-            _add(prepared, path, shown, label)
+            _add(prepared, path, shown, label, source)
             continue
         try:
             picture = load_image(path, name=shown)
@@ -344,17 +371,24 @@ def _prepare(uploads, root: Path, faces_dir: Path, find_first: bool, progress: A
         if not found:
             prepared.no_face.append(shown)
             continue
-        crop = faces_dir / f"{number:05d}.png"
+        crop = faces_dir / f"{number:05d}.png"  # the report and the table show ``shown``
         frame_face(picture, found[0]).save(crop)
-        _add(prepared, crop, shown, label)
+        _add(prepared, crop, shown, label, source)
     return prepared
 
 
-def _add(prepared: Prepared, path: Path, shown: str, label: str | None) -> None:
+def _add(prepared: Prepared, path: Path, shown: str, label: str | None, source: str) -> None:
+    key = _key(path)
     prepared.analysed.append(path)
-    prepared.shown[str(path)] = shown
+    prepared.shown[key] = shown
+    prepared.sources[key] = source
     if label:
-        prepared.labels[str(path)] = label
+        prepared.labels[key] = label
+
+
+def _key(path: Path) -> str:
+    """``path`` as the analysis lists it (absolute)."""
+    return os.path.abspath(path)
 
 
 def _file(path: str | Path, root: Path) -> str:
@@ -518,6 +552,8 @@ def _summary(
                 f"| really real | {m['tn']} | {m['fp']} |",
                 f"| really fake | {m['fn']} | {m['tp']} |",
             ]
+    if result is not None:
+        lines += _by_source(result.by_source(), detectors)
     if not metrics:
         lines += ["", "_No labels: name files `real_...` / `fake_...` or use `real/` and "
                   "`fake/` folders in a .zip to get accuracy and a confusion matrix._"]  # fmt: skip
@@ -536,24 +572,39 @@ def _summary(
     return "\n".join(lines)
 
 
+def _by_source(table: pd.DataFrame, detectors: Sequence[Detector]) -> list[str]:
+    """Markdown rows per source and detector (analysed images only), when there are several
+    sources (see :meth:`deepfake_xai.analysis.AnalysisResult.by_source`)."""
+    from ..analysis.report import share
+    from ..analysis.result import NO_SOURCE
+
+    if table.empty or table["source"].nunique() < 2:
+        return []
+    said = [c for c in table.columns if c.startswith("said_")]
+    labelled = bool(table["labelled"].any())
+    head = ["source", "detector", "images", *(c.replace("_", " ") for c in said), "no verdict"]
+    if labelled:
+        head += ["accuracy", "fakes caught", "real photos called fake"]
+    lines = ["", f"| {' | '.join(head)} |", "|---|---|" + "---:|" * (len(head) - 2)]
+    for r in table.to_dict("records"):
+        cells = [plain(r["source"] or NO_SOURCE), plain(_name(r["detector"], detectors))]
+        cells += [str(r["images"]), *(str(r[c]) for c in said), str(r["no_verdict"])]
+        if labelled:
+            cells += [
+                share(r["accuracy"], r["labelled"]),
+                share(r["fakes_caught"], r["fakes"]),
+                share(r["reals_called_fake"], r["reals"]),
+            ]
+        lines.append(f"| {' | '.join(cells)} |")
+    return lines
+
+
 def _pct(value: Any) -> str:
     return f"{value:.1%}" if isinstance(value, float) else "n/a"
 
 
 def _num(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else "n/a"
-
-
-def _report(result: Any, run_dir: Path) -> Path | None:
-    """report.html with the upload folder's server path taken out of the file names."""
-    if result is None or result.report_path is None:
-        return None
-    text = result.report_path.read_text(encoding="utf-8")
-    for prefix in (str(run_dir / "uploads"), str(run_dir / "faces"), str(run_dir)):
-        text = text.replace(prefix + "/", "").replace(html.escape(prefix) + "/", "")
-    path = run_dir / "report.html"
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def _archive(run_dir: Path, csv_path: Path, report: Path | None, result: Any) -> str:

@@ -15,7 +15,7 @@ import hashlib
 import os
 import random
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache, total_ordering
 from pathlib import Path
@@ -23,10 +23,13 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from .degradations import Degradations
+from .face_index import FaceIndex, frame
 from .images import ImageLoadError, load_image
 from .preprocessing import Harmonization, to_uint8_tensor
+from .pseudofakes.sbi import self_blend, torch_rng
 
 LABELS = ("real", "fake")
 SPLITS = ("train", "val", "test")
@@ -70,6 +73,7 @@ _SPLIT_SYNONYMS = {
 _IGNORED_DIRS = frozenset({"masks", "mask", "__macosx"})
 _MANIFEST_FIELDS = ("path", "label", "split", "group")
 _HASH_CHUNK = 1 << 20
+SELF_BLEND = "self_blend"
 
 
 @total_ordering
@@ -81,6 +85,7 @@ class Sample:
     label: str | None = None
     split: str | None = None
     group: str | None = None
+    make: str | None = None  # None: the file as it is; "self_blend": a pseudo-fake made from it
 
     def __post_init__(self) -> None:
         if self.label is not None and self.label not in LABELS:
@@ -440,6 +445,28 @@ def carve_split(
     )
 
 
+def complete_splits(
+    samples: Sequence[Sample],
+    ratios: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    log: Callable[[str], object] = print,
+) -> list[Sample]:
+    """Samples with train/val/test assigned: unsplit ones by :func:`stratified_split`; a
+    missing val or test split is carved out of train, so val stays the validation set and test
+    is never seen in training."""
+    train_r, val_r, test_r = _ratios(ratios, 3)
+    samples = list(samples)
+    if any(s.split is None for s in samples):
+        samples = stratified_split(samples, ratios, seed=seed)
+    present = {s.split for s in samples}
+    for name, ratio in (("val", val_r), ("test", test_r)):
+        if name not in present and ratio > 0 and "train" in present:
+            fraction = ratio / (ratio + train_r)
+            samples = carve_split(samples, name, fraction=fraction, seed=seed)
+            log(f"no {name} split in the data: {fraction:.1%} of train (stratified) became {name}")
+    return samples
+
+
 def _ratios(ratios: Sequence[float], n: int) -> tuple[float, ...]:
     values = tuple(float(r) for r in ratios)
     if len(values) != n or any(r < 0 for r in values) or sum(values) <= 0:
@@ -563,21 +590,21 @@ class Augmentation:
     """Train-time augmentations on uint8 tensors (the research notebook's set, plus options).
 
     Random resized crop (``crop_scale`` of the area), horizontal flip, rotation by up to
-    ``rotation`` degrees, colour jitter of strength ``color_jitter``; optionally a JPEG
-    re-encode at a quality drawn from ``jpeg_quality`` and a Gaussian blur with probability
-    ``blur``, which make a detector less reliant on compression and sharpness cues.
+    ``rotation`` degrees, colour jitter of strength ``color_jitter``; then, last, everyday
+    ``degradations`` (blur, rescale, JPEG; :mod:`deepfake_xai.degradations`), which make a
+    detector less reliant on fine detail that compression and resizing wipe out.
     """
 
     crop_scale: tuple[float, float] = (0.8, 1.0)
     hflip: bool = True
     rotation: float = 10.0
     color_jitter: float = 0.2
-    jpeg_quality: tuple[int, int] | None = None
-    blur: float = 0.0
+    degradations: Degradations | None = None
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         """Augment one uint8 ``(3, H, W)`` tensor; the output keeps its size and dtype."""
-        return _transform(self, image.shape[-1])(image)
+        image = _transform(self, image.shape[-1])(image)
+        return self.degradations(image) if self.degradations else image
 
 
 @lru_cache(maxsize=16)
@@ -592,10 +619,6 @@ def _transform(aug: Augmentation, size: int):
     if aug.color_jitter:
         j = aug.color_jitter
         steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j, hue=min(0.5, j / 4)))
-    if aug.blur:
-        steps.append(v2.RandomApply([v2.GaussianBlur(3, sigma=(0.1, 1.5))], p=aug.blur))
-    if aug.jpeg_quality:
-        steps.append(v2.JPEG(quality=aug.jpeg_quality))
     return v2.Compose(steps)
 
 
@@ -613,6 +636,9 @@ class ImageDataset(Dataset):
 
     The target is 1.0 for fake, 0.0 for real and NaN when unknown. An unreadable file yields a
     :class:`LoadFailure` instead (and is kept in :attr:`errors`); :func:`collate` drops it.
+    With ``faces`` (a :class:`~deepfake_xai.face_index.FaceIndex` holding every sample), each
+    image's largest face is framed as ``analyze`` frames it before harmonisation; samples with
+    ``make="self_blend"`` become self-blended pseudo-fakes, masked by that face's landmarks.
     """
 
     def __init__(
@@ -621,13 +647,19 @@ class ImageDataset(Dataset):
         harmonization: Harmonization,
         *,
         augment: Augmentation | None = None,
+        faces: FaceIndex | None = None,
     ):
         self.samples = list(samples)
         self.harmonization = harmonization
         self.augment = augment
+        self.faces = faces
         self.errors: dict[Path, str] = {}
         side = 2 * harmonization.image_size
-        self._draft = None if harmonization.face_crop else (side, side)
+        self._draft = None if harmonization.face_crop or faces else (side, side)
+        if any(s.make not in (None, SELF_BLEND) for s in self.samples):
+            raise ValueError(f"Sample.make must be None or {SELF_BLEND!r}")
+        if faces is None and any(s.make == SELF_BLEND for s in self.samples):
+            raise ValueError("self-blended samples need faces= (their landmarks place the mask)")
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -635,8 +667,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, float, int] | LoadFailure:
         sample = self.samples[index]
         try:
-            image = load_image(sample.path, draft_size=self._draft)
-            tensor = to_uint8_tensor(self.harmonization.apply(image))
+            tensor = self._decode(sample)
         except ImageLoadError as exc:
             self.errors[sample.path] = exc.reason
             return LoadFailure(index, sample.path, exc.reason)
@@ -644,6 +675,21 @@ class ImageDataset(Dataset):
             tensor = self.augment(tensor)
         target = float("nan") if sample.target is None else float(sample.target)
         return tensor, target, index
+
+    def _decode(self, sample: Sample) -> torch.Tensor:
+        image = load_image(sample.path, draft_size=self._draft)
+        box = self.faces.box(sample.path) if self.faces is not None else None
+        if self.faces is not None and box is None:
+            raise ImageLoadError(str(sample.path), "no face found")
+        if box is None:
+            return to_uint8_tensor(self.harmonization.apply(image))
+        framed, framing = frame(image, box)
+        tensor = to_uint8_tensor(self.harmonization.apply(framed))
+        if sample.make != SELF_BLEND:
+            return tensor
+        points = framing.points(box.landmarks, image.size, self.harmonization)
+        blended = self_blend(tensor.permute(1, 2, 0).numpy(), points, torch_rng())
+        return torch.from_numpy(blended).permute(2, 0, 1).contiguous()
 
 
 class Batch(NamedTuple):
@@ -713,17 +759,26 @@ def make_loader(
     seed: int = 0,
     pin_memory: bool | None = None,
     drop_last: bool = False,
+    balance: bool = False,
 ) -> SafeLoader:
     """A seeded loader (same seed, same order and augmentations) that never fails on a bad file.
 
     ``pin_memory=None`` pins when CUDA is available. Workers are persistent and each seeds
-    Python's and NumPy's generators from its torch seed.
+    Python's and NumPy's generators from its torch seed. ``balance`` draws each epoch's images
+    (as many as the dataset holds, with replacement) so that real and fake are equally likely,
+    whatever their counts.
     """
     generator = torch.Generator().manual_seed(seed)
+    sampler = None
+    if balance:
+        sampler = WeightedRandomSampler(
+            class_weights(dataset.samples), len(dataset), generator=generator
+        )
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         num_workers=num_workers,
         collate_fn=collate,
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
@@ -733,6 +788,14 @@ def make_loader(
         persistent_workers=num_workers > 0,
     )
     return SafeLoader(loader, seed)
+
+
+def class_weights(samples: Sequence[Sample]) -> list[float]:
+    """A sampling weight per sample that gives each label the same total weight."""
+    counts = defaultdict(int)
+    for s in samples:
+        counts[s.label] += 1
+    return [1.0 / counts[s.label] for s in samples]
 
 
 def _seed_worker(worker_id: int) -> None:

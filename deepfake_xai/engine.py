@@ -23,10 +23,11 @@ from PIL import Image
 from .detectors import Detector, autocast_dtype, resolve_device
 from .detectors.base import check_finite_logits
 from .explainers.base import AttributionExplainer, Heatmaps
-from .explainers.gradcam import CamExplainer, cam_pass
+from .explainers.gradcam import CamExplainer, cam_pass, captured_activations
 from .images import ImageSource, load_image
 from .preprocessing import Harmonization, to_uint8_tensor
 from .registry import EXPLAINERS
+from .reliability import EMBEDDING, Assessment, assess, pooled
 
 
 @dataclass
@@ -40,6 +41,7 @@ class DetectorOutput:
     heatmaps: dict[str, np.ndarray]
     targets: np.ndarray
     seconds: float
+    ood_scores: np.ndarray | None = None  # None: the detector has no reliability statistics
 
 
 class Engine:
@@ -180,11 +182,14 @@ class Engine:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def _pass(self, detector: Detector, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Logits, embeddings, targets and ``map:<layer>`` tensors, still on the device."""
+        """Logits, embeddings, targets, ``map:<layer>`` tensors and, for a detector with
+        reliability statistics, ood scores from the same pass; still on the device."""
         x = self._prepare(detector, batch)
         explainer = self._explainers.get(detector.name)
+        reliability = detector.reliability
+        observed_layers = reliability.module_layers if reliability is not None else []
         with self._autocast():
-            if explainer is None:
+            with captured_activations(detector, observed_layers, observe=True) as observed:
                 layers = self.layers if self.cam_method else ()
                 logits, embeddings, maps, targets = cam_pass(
                     detector,
@@ -193,10 +198,7 @@ class Engine:
                     target=self.target,
                     method=self.cam_method or "gradcam",
                 )
-            else:
-                logits, embeddings, _, targets = cam_pass(
-                    detector, x, layers=(), target=self.target
-                )
+            if explainer is not None:
                 heatmaps = explainer.attribute(x, targets, self.layers)
                 maps = {layer: h.maps for layer, h in heatmaps.items()}
         logits = logits.detach().float()
@@ -206,6 +208,9 @@ class Engine:
             "embeddings": embeddings.detach().float(),
             "targets": targets.long(),
         }
+        if reliability is not None:
+            features = {path: pooled(observed[path]) for path in observed_layers}
+            out["ood_scores"] = reliability.score({EMBEDDING: out["embeddings"], **features})
         out.update({f"map:{layer}": m.detach().half() for layer, m in maps.items()})
         return out
 
@@ -226,6 +231,7 @@ def _output(name: str, arrays: dict[str, np.ndarray], seconds: float) -> Detecto
         heatmaps={key[4:]: a for key, a in arrays.items() if key.startswith("map:")},
         targets=arrays["targets"],
         seconds=seconds,
+        ood_scores=arrays.get("ood_scores"),
     )
 
 
@@ -269,9 +275,16 @@ class Explanation:
     detector: str
     method: str | None
     targets: np.ndarray
+    ood_scores: np.ndarray | None = None  # None: the detector has no reliability statistics
 
     def __len__(self) -> int:
         return len(self.probs)
+
+    def assessment(self, index: int, problems: Sequence[str] = ()) -> Assessment:
+        """Image ``index``'s three-way verdict (fake / real / uncertain), given the input
+        ``problems`` found before the detector ran (see :meth:`Reliability.input_problems`)."""
+        ood = None if self.ood_scores is None else float(self.ood_scores[index])
+        return assess(float(self.probs[index]), ood, problems)
 
     def overlay(
         self,
@@ -339,6 +352,7 @@ def explain(
         )
         for layer in outputs[0].heatmaps
     }
+    scored = det.reliability is not None
     return Explanation(
         probs=np.concatenate([o.probs for o in outputs]),
         logits=np.concatenate([o.logits for o in outputs]),
@@ -348,6 +362,7 @@ def explain(
         detector=det.name,
         method=engine.method,
         targets=targets,
+        ood_scores=np.concatenate([o.ood_scores for o in outputs]) if scored else None,
     )
 
 

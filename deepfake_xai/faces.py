@@ -41,7 +41,8 @@ class FacesExtraMissing(ImportError):
 
 @dataclass(frozen=True)
 class FaceBox:
-    """A face box in pixels, the eye centres (left, right in the image) and the confidence."""
+    """A face box in pixels, the eye centres (left, right in the image), the confidence and
+    MTCNN's five landmarks (eyes, nose tip, mouth corners) as ``(x, y)`` pairs."""
 
     x: int
     y: int
@@ -49,6 +50,7 @@ class FaceBox:
     height: int
     eyes: tuple[tuple[float, float], tuple[float, float]] | None = None
     score: float = 1.0
+    landmarks: tuple[tuple[float, float], ...] | None = None
 
     @property
     def inter_ocular(self) -> float | None:
@@ -107,8 +109,9 @@ def find_faces(image: Image.Image) -> list[FaceBox]:
     for box, marks in zip(boxes, points / scale, strict=True):
         x0, y0, x1, y1 = (float(v) / scale for v in box[:4])
         left, top = max(0, round(x0)), max(0, round(y0))
-        eyes = ((float(marks[0]), float(marks[5])), (float(marks[1]), float(marks[6])))
-        faces.append(FaceBox(left, top, round(x1) - left, round(y1) - top, eyes, float(box[4])))
+        points = tuple((float(marks[i]), float(marks[i + 5])) for i in range(5))
+        box_width, box_height = round(x1) - left, round(y1) - top
+        faces.append(FaceBox(left, top, box_width, box_height, points[:2], float(box[4]), points))
     return sorted(faces, key=lambda b: b.width * b.height, reverse=True)
 
 
@@ -244,10 +247,18 @@ def frame_face(image: Image.Image, box: FaceBox) -> Image.Image:
     The square is shifted to stay inside the image where it fits; an image already framed like
     the training data (the square would cover 85 % of its shorter side or more) comes back whole.
     """
-    left, top, side = framing_square(image.size, box)
-    if side >= 0.85 * min(image.size):
+    square = framing_crop(image.size, box)
+    if square is None:
         return image
+    left, top, side = square
     return image.crop((left, top, left + side, top + side))
+
+
+def framing_crop(size: tuple[int, int], box: FaceBox) -> tuple[int, int, int] | None:
+    """``(left, top, side)`` of the square :func:`frame_face` cuts from an image of ``size``, or
+    None when the image is already framed like the training data and stays whole."""
+    left, top, side = framing_square(size, box)
+    return None if side >= 0.85 * min(size) else (left, top, side)
 
 
 def framing_square(size: tuple[int, int], box: FaceBox) -> tuple[int, int, int]:

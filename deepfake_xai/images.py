@@ -221,6 +221,40 @@ def image_size(
         return size
 
 
+def jpeg_quality(source: ImageSource, *, name: str | None = None) -> int | None:
+    """The quality (1-100, on the IJG scale most encoders use) of a JPEG's luminance table,
+    read from the header alone; None for other formats and decoded arrays.
+
+    Raises:
+        ImageLoadError: the header cannot be read.
+    """
+    if isinstance(source, np.ndarray):
+        return None
+    if isinstance(source, Image.Image):
+        return _ijg_quality(getattr(source, "quantization", None))
+    with _guard(name or describe_source(source)), _opened(source) as (img, _):
+        is_jpeg = img.format in _JPEG_FORMATS
+        return _ijg_quality(getattr(img, "quantization", None)) if is_jpeg else None
+
+
+# The IJG standard luminance table (JPEG Annex K); quality q scales it by 5000/q below 50 and by
+# 200 - 2q above. Comparing sums keeps the estimate independent of the table's order.
+_IJG_LUMA_SUM = sum(
+    [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55]
+    + [14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62]
+    + [18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92]
+    + [49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99]
+)
+
+
+def _ijg_quality(tables: object) -> int | None:
+    if not isinstance(tables, dict) or 0 not in tables or len(tables[0]) != 64:
+        return None
+    scale = 100.0 * sum(tables[0]) / _IJG_LUMA_SUM
+    quality = 5000.0 / scale if scale > 100 else (200.0 - scale) / 2.0
+    return int(min(100, max(1, round(quality))))
+
+
 def decode_cost(
     source: ImageSource, *, draft_size: tuple[int, int] | None = None, name: str | None = None
 ) -> int:

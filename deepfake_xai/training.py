@@ -19,7 +19,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,29 +28,33 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .calibration import calibrate
 from .data import (
+    SELF_BLEND,
     SPLITS,
     Augmentation,
     ImageDataset,
     SafeLoader,
     Sample,
     as_samples,
-    carve_split,
+    complete_splits,
     describe_data,
     fingerprint,
     leaks,
     make_loader,
     read_manifest,
     split_counts,
-    stratified_split,
     subsample,
     write_manifest,
 )
+from .degradations import Degradations
 from .detectors import Detector, PretrainedWeightsUnavailable, resolve_device
 from .evaluation import autocast, predict_logits
+from .face_index import FaceIndex
 from .metrics import classification_metrics
 from .preprocessing import Harmonization
 from .registry import DETECTORS
+from .reliability import METHODS
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULERS = ("cosine", "none")
@@ -74,13 +78,21 @@ class TrainConfig:
 
     ``lr=None`` picks 1e-4 when pretrained weights were loaded and 1e-3 from scratch.
     ``monitor`` chooses the best epoch and drives early stopping (``patience`` epochs without
-    improvement). ``face_crop``, ``jpeg_quality``, ``resize`` and ``fit`` set the
-    :class:`Harmonization` stored with the detector. ``amp``/``channels_last`` ``None`` means on
-    for CUDA. ``limit_per_class`` trains on a random subset; ``max_train_batches`` cuts epochs
-    short (for tests and smoke runs). After each epoch, BatchNorm statistics are re-estimated on
-    up to ``precise_bn_images`` un-augmented training images (0: off): the running averages lag
-    behind fast-changing weights, which early in training (from scratch above all) makes the
-    eval-mode model far worse than the train-mode one.
+    improvement). ``degrade`` is the probability of each everyday degradation (blur, rescale,
+    JPEG; :class:`~deepfake_xai.degradations.Degradations`) at train time, for both classes.
+    ``faces`` finds each image's face once and frames it as ``analyze`` does (images without a
+    face are left out). ``self_blend`` adds self-blended pseudo-fakes (needs ``faces``), as a
+    share of the real training images, redrawn every epoch. ``balance`` samples real and fake
+    equally often whatever their counts. ``face_crop``, ``jpeg_quality``, ``resize`` and ``fit``
+    set the :class:`Harmonization` stored with the detector. ``amp``/``channels_last`` ``None``
+    means on for CUDA. ``limit_per_class`` trains on a random subset; ``max_train_batches`` cuts
+    epochs short (for tests and smoke runs). After each epoch, BatchNorm statistics are
+    re-estimated on up to ``precise_bn_images`` un-augmented training images (0: off): the
+    running averages lag behind fast-changing weights, which early in training (from scratch
+    above all) makes the eval-mode model far worse than the train-mode one. ``reliability``
+    (``"mahalanobis"``, ``"knn"`` or None) fits the statistics that flag unfamiliar inputs
+    (:mod:`deepfake_xai.reliability`) into ``best.safetensors`` after training, from up to
+    ``reliability_images`` training images per class and the validation images.
     """
 
     epochs: int = 5
@@ -95,8 +107,10 @@ class TrainConfig:
     pretrained: bool = True
     pretrained_files: dict[str, str] = field(default_factory=dict)
     augment: bool = True
-    augment_jpeg: bool = False
-    augment_blur: bool = False
+    degrade: float = 0.0
+    faces: bool = False
+    self_blend: float = 0.0
+    balance: bool = False
     face_crop: bool = False
     jpeg_quality: int | None = None
     resize: str = "bicubic"
@@ -110,6 +124,8 @@ class TrainConfig:
     channels_last: bool | None = None
     max_train_batches: int | None = None
     precise_bn_images: int = 512
+    reliability: str | None = "mahalanobis"
+    reliability_images: int = 1000
 
     def __post_init__(self) -> None:
         for name, allowed in (
@@ -126,6 +142,14 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0.0 <= self.degrade <= 1.0:
+            raise ValueError(f"degrade is a probability in [0, 1], got {self.degrade}")
+        if self.self_blend < 0:
+            raise ValueError(f"self_blend must be >= 0, got {self.self_blend}")
+        if self.reliability not in (None, *METHODS):
+            raise ValueError(f"reliability must be one of {METHODS} or None")
+        if self.self_blend and not self.faces:
+            raise ValueError("self_blend needs faces=True: the face's landmarks place the blend")
         self.ratios = tuple(float(r) for r in self.ratios)
         self.harmonization()
 
@@ -143,10 +167,7 @@ class TrainConfig:
         """The train-time augmentation, or None when ``augment`` is off."""
         if not self.augment:
             return None
-        return Augmentation(
-            jpeg_quality=(60, 95) if self.augment_jpeg else None,
-            blur=0.3 if self.augment_blur else 0.0,
-        )
+        return Augmentation(degradations=Degradations(p=self.degrade) if self.degrade else None)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -191,11 +212,34 @@ def train(
     for name in plan:
         DETECTORS.entry(name)
     samples = prepare_split(data, out, config, log=log)
+    faces = None
+    if config.faces:
+        paths = [s.path for s in samples]
+        workers = max(1, config.num_workers)
+        faces = FaceIndex.build(paths, out / "faces.csv", workers=workers, log=log)
+        samples = [s for s in samples if faces.box(s.path) is not None]
+    samples += self_blended(samples, config.self_blend, config.seed)
     trained_on = describe_data(data)
     return {
-        name: _Trainer(name, samples, out / name, config, checkpoint, trained_on, log).run(progress)
+        name: _Trainer(name, samples, out / name, config, checkpoint, trained_on, log, faces).run(
+            progress
+        )
         for name, checkpoint in plan.items()
     }
+
+
+def self_blended(samples: Sequence[Sample], share: float, seed: int = 0) -> list[Sample]:
+    """Self-blended pseudo-fakes of ``share`` x the real training images (drawn at random,
+    each real image at most once while there are enough), labelled fake, group ``self_blend``."""
+    reals = sorted(s for s in samples if s.split == "train" and s.label == "real")
+    count = round(share * len(reals))
+    if not count:
+        return []
+    rng = np.random.default_rng(seed)
+    picks = np.concatenate([rng.permutation(len(reals)) for _ in range(-(-count // len(reals)))])
+    return [
+        replace(reals[i], label="fake", group=SELF_BLEND, make=SELF_BLEND) for i in picks[:count]
+    ]
 
 
 def prepare_split(
@@ -229,23 +273,10 @@ def prepare_split(
         log(f"reusing the split in {path}")
         _check_split(previous, log)
         return previous
-    samples = _complete_splits(samples, config, log)
+    samples = complete_splits(samples, config.ratios, config.seed, log)
     _check_split(samples, log)
     write_manifest(samples, path)
     log(f"split written to {path}")
-    return samples
-
-
-def _complete_splits(samples: list[Sample], config: TrainConfig, log: Log) -> list[Sample]:
-    train_r, val_r, test_r = config.ratios
-    if any(s.split is None for s in samples):
-        samples = stratified_split(samples, config.ratios, seed=config.seed)
-    present = {s.split for s in samples}
-    for name, ratio in (("val", val_r), ("test", test_r)):
-        if name not in present and ratio > 0 and "train" in present:
-            fraction = ratio / (ratio + train_r)
-            samples = carve_split(samples, name, fraction=fraction, seed=config.seed)
-            log(f"no {name} split in the data: {fraction:.1%} of train (stratified) became {name}")
     return samples
 
 
@@ -299,8 +330,10 @@ class _Trainer:
         resume: Path | None,
         trained_on: str,
         log: Log,
+        faces: FaceIndex | None = None,
     ):
         self.name, self.folder, self.config, self.log = name, folder, config, log
+        self.faces = faces
         self.samples, self.resume, self.trained_on = samples, resume, trained_on
         self.device = resolve_device(config.device)
         cuda = self.device.type == "cuda"
@@ -372,16 +405,17 @@ class _Trainer:
         config, harm = self.config, self.detector.harmonization
         by_split = {s: [x for x in self.samples if x.split == s] for s in SPLITS}
         train = make_loader(
-            ImageDataset(by_split["train"], harm, augment=config.augmentation()),
+            ImageDataset(by_split["train"], harm, augment=config.augmentation(), faces=self.faces),
             config.batch_size,
             shuffle=True,
             num_workers=config.num_workers,
             seed=config.seed,
             drop_last=len(by_split["train"]) > config.batch_size,
+            balance=config.balance,
         )
         plain = {
             name: make_loader(
-                ImageDataset(by_split[name], harm),
+                ImageDataset(by_split[name], harm, faces=self.faces),
                 config.batch_size,
                 shuffle=name == "train",
                 num_workers=config.num_workers,
@@ -405,6 +439,8 @@ class _Trainer:
         for path, reason in train_loader.errors + val_loader.errors:
             self.log(f"skipped unreadable image {path}: {reason}")
         self.detector.model.eval().requires_grad_(False)
+        if self.config.reliability:
+            self._fit_reliability(self.folder / "best.safetensors")
         return TrainResult(
             self.name, self.folder / "best.safetensors", self.history, self.best, self.elapsed
         )
@@ -511,6 +547,23 @@ class _Trainer:
                 self.detector(self._input(images))
         for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
+
+    def _fit_reliability(self, path: Path) -> None:
+        """Fit the reliability statistics of the checkpoint at ``path`` and store them in it."""
+        config = self.config
+        calibrate(
+            path,
+            [s for s in self.samples if s.make is None],
+            method=config.reliability,
+            faces=self.faces,
+            images_per_class=config.reliability_images,
+            degradations=config.augmentation().degradations if config.augment else None,
+            batch_size=config.batch_size,
+            num_workers=config.num_workers,
+            seed=config.seed,
+            device=self.device,
+            log=self.log,
+        )
 
     def _validate(self, loader: SafeLoader) -> dict[str, Any]:
         logits, targets, _ = predict_logits(

@@ -25,10 +25,20 @@ from collections.abc import Sequence
 
 from .. import __version__
 
-COMMANDS = ("list", "synthesize", "audit", "train", "evaluate", "analyze", "demo", "plugins")
+COMMANDS = (
+    "list",
+    "synthesize",
+    "audit",
+    "train",
+    "calibrate",
+    "evaluate",
+    "analyze",
+    "demo",
+    "plugins",
+)
 USAGE_EXIT, FAILURE_EXIT, INTERRUPTED_EXIT = 2, 1, 130
 # The positional arguments that say what a command works on, for failure messages.
-SUBJECT_ARGUMENTS = ("inputs", "data", "names", "out")
+SUBJECT_ARGUMENTS = ("inputs", "data", "checkpoint", "names", "out")
 
 log = logging.getLogger(__name__)
 

@@ -49,8 +49,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--jpeg-quality", type=int, default=None, metavar="Q", help="re-encode all images at Q"
     )
     parser.add_argument("--no-augment", action="store_true", help="no train-time augmentation")
-    parser.add_argument("--augment-jpeg", action="store_true", help="add random JPEG re-encoding")
-    parser.add_argument("--augment-blur", action="store_true", help="add random Gaussian blur")
+    parser.add_argument(
+        "--degrade",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability of each everyday degradation (blur sigma 0-3, rescale 0.25-1, "
+        "JPEG 30-100), real and fake alike (0: off; 0.1-0.5 is useful)",
+    )
+    parser.add_argument(
+        "--faces",
+        action="store_true",
+        help="find each image's face once and frame it as analyze does (no face: left out)",
+    )
+    parser.add_argument(
+        "--self-blend",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="add self-blended pseudo-fakes, SHARE x the real training images (needs --faces)",
+    )
+    parser.add_argument(
+        "--balance", action="store_true", help="sample real and fake equally often each epoch"
+    )
     parser.add_argument(
         "--limit", type=int, default=None, metavar="N", help="use at most N images per class"
     )
@@ -85,8 +106,10 @@ def run(args: argparse.Namespace) -> int:
         pretrained=not args.no_pretrained,
         pretrained_files=_pairs(args.pretrained_file),
         augment=not args.no_augment,
-        augment_jpeg=args.augment_jpeg,
-        augment_blur=args.augment_blur,
+        degrade=args.degrade,
+        faces=args.faces,
+        self_blend=args.self_blend,
+        balance=args.balance,
         face_crop=args.face_crop,
         jpeg_quality=args.jpeg_quality,
         limit_per_class=args.limit,

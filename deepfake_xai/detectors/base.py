@@ -7,7 +7,7 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -15,6 +15,9 @@ from torch import nn
 
 from ..images import ImageSource, load_image
 from ..preprocessing import Harmonization, to_uint8_tensor
+
+if TYPE_CHECKING:
+    from ..reliability import Reliability
 
 LABELS = ("real", "fake")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -170,6 +173,8 @@ class Detector:
         self.std = tuple(float(s) for s in std)
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.checkpoint: str | None = None  # where the weights were loaded from, if anywhere
+        self.fingerprint: str | None = None  # SHA-256 (12 hex digits) of that checkpoint file
+        self.reliability: Reliability | None = None  # fitted statistics: ood_score, "uncertain"
         for path in self.cam_layers.values():
             self.module(path)
         self.model.eval().requires_grad_(False)
@@ -320,6 +325,7 @@ class Detector:
             "package_version",
             "provided_by",
             "format",
+            "reliability",
         }
         self.metadata = {k: v for k, v in config.items() if k not in reserved}
 

@@ -9,6 +9,7 @@ broken checkpoint fails on load, not later with NaN verdicts. Every failure is a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -20,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from ..reliability import Reliability, split_tensors
 
 if TYPE_CHECKING:
     from .base import Detector
@@ -48,7 +51,11 @@ def save_checkpoint(detector: Detector, path: str | os.PathLike) -> Path:
         path = path.with_name(path.name + ".safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
     config = {"format": FORMAT, **detector.config()}
-    _write_atomically(path, _unshared_state_dict(detector.model), config)
+    tensors = _unshared_state_dict(detector.model)
+    if detector.reliability is not None:
+        extra, config["reliability"] = detector.reliability.to_checkpoint()
+        tensors.update(extra)
+    _write_atomically(path, tensors, config)
     return path
 
 
@@ -61,6 +68,22 @@ def update_metadata(path: str | os.PathLike, **fields: Any) -> Path:
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     _write_atomically(path, tensors, config)
     return path
+
+
+def store_reliability(
+    path: str | os.PathLike, reliability: Reliability, out: str | os.PathLike | None = None
+) -> Path:
+    """Write ``reliability`` into the checkpoint at ``path`` (or a copy at ``out``), replacing
+    any earlier statistics; the weights are copied as stored (an fp16 checkpoint stays fp16)."""
+    path = Path(path)
+    config = read_metadata(path)
+    with safe_open(str(path), framework="pt") as handle:
+        weights, _ = split_tensors({key: handle.get_tensor(key) for key in handle.keys()})  # noqa: SIM118
+    tensors, config["reliability"] = reliability.to_checkpoint()
+    target = Path(out) if out is not None else path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(target, {**weights, **tensors}, config)
+    return target
 
 
 def _write_atomically(path: Path, tensors: dict[str, torch.Tensor], config: dict) -> None:
@@ -194,7 +217,18 @@ def load_checkpoint(
             state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot read the weights ({plain_text(exc)})") from exc
-    return build_detector(config, state, origin=str(path), device=device)
+    detector = build_detector(config, state, origin=str(path), device=device)
+    detector.fingerprint = file_fingerprint(path)
+    return detector
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """The first 12 hex digits of a file's SHA-256: which exact weights gave a verdict."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]
 
 
 def build_detector(
@@ -218,11 +252,17 @@ def build_detector(
             f"but detector {config['detector']!r} builds {detector.architecture!r}"
         )
     _check_finite(state, origin=origin)
-    load_state(detector.model, state, origin=origin)
+    weights, statistics = split_tensors(state)
+    load_state(detector.model, weights, origin=origin)
     try:
         detector.apply_config(config)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{origin}: {plain_text(exc)}") from exc
+    if "reliability" in config:
+        try:
+            detector.reliability = Reliability.from_checkpoint(config["reliability"], statistics)
+        except ValueError as exc:
+            raise CheckpointError(f"{origin}: reliability statistics: {plain_text(exc)}") from exc
     detector.checkpoint = origin
     return detector.to(device)
 
@@ -384,4 +424,6 @@ def _load_pickle(
         raise CheckpointError(
             f"{path}: a bare state dict does not say which detector it is; pass detector=NAME"
         )
-    return build_detector(config, state, origin=str(path), device=device)
+    detector = build_detector(config, state, origin=str(path), device=device)
+    detector.fingerprint = file_fingerprint(path)
+    return detector

@@ -69,11 +69,13 @@ CAM_METHODS: dict[str, CamFn] = {
 
 @contextmanager
 def captured_activations(
-    detector: Detector, layers: Sequence[str]
+    detector: Detector, layers: Sequence[str], *, observe: bool = False
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Capture the outputs of ``layers``: an output that does not require grad becomes a fresh
     leaf that does, so a later backward stops there; one computed from an earlier captured layer
-    (it requires grad already) stays in the graph, so that layer still gets its gradient.
+    (it requires grad already) stays in the graph, so that layer still gets its gradient. With
+    ``observe`` the outputs are only recorded (detached) and the pass is left as it is; an
+    observing capture may surround a CAM pass that captures the same layer.
 
     Yields the dict filled during the block (module path -> activation). Safe with several
     threads on one detector: each module gets one shared hook while anyone captures it, and the
@@ -86,9 +88,11 @@ def captured_activations(
     for path in dict.fromkeys(detector.resolve_layer(layer) for layer in layers):
         wanted.setdefault(detector.module(path), []).append(path)
     routes = dict(_CAPTURES.get())
-    routes.update(
-        {module: _Capture(detector.name, paths, captured) for module, paths in wanted.items()}
-    )
+    for module, paths in wanted.items():
+        routes[module] = (
+            *routes.get(module, ()),
+            _Capture(detector.name, paths, captured, observe),
+        )
     token = _CAPTURES.set(routes)
     _hook(wanted)
     try:
@@ -105,9 +109,10 @@ class _Capture:
     detector: str
     paths: list[str]
     into: dict[str, torch.Tensor]
+    observe: bool = False
 
 
-_CAPTURES: ContextVar[Mapping[torch.nn.Module, _Capture]] = ContextVar(
+_CAPTURES: ContextVar[Mapping[torch.nn.Module, tuple[_Capture, ...]]] = ContextVar(
     "deepfake_xai_cam_captures", default=MappingProxyType({})
 )
 _HOOKS: dict[torch.nn.Module, tuple[RemovableHandle, int]] = {}
@@ -132,25 +137,28 @@ def _unhook(modules: Iterable[torch.nn.Module]) -> None:
 
 
 def _route(module: torch.nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor | None:
-    """The shared forward hook: record the output for this context's capture (see
+    """The shared forward hook: record the output for this context's captures (see
     :func:`captured_activations`)."""
-    capture = _CAPTURES.get().get(module)
-    if capture is None:
-        return None
-    if not isinstance(output, torch.Tensor) or output.ndim != 4:
-        got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output)
-        raise ValueError(
-            f"{capture.detector}: layer {capture.paths[0]!r} outputs {got}; a CAM layer needs a "
-            "single (B, C, h, w) tensor"
-        )
-    if output.requires_grad:  # computed from an earlier captured layer: keep it in the graph
+    captures = _CAPTURES.get().get(module, ())
+    replacement = None
+    for capture in captures:
+        if not isinstance(output, torch.Tensor) or output.ndim != 4:
+            got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output)
+            raise ValueError(
+                f"{capture.detector}: layer {capture.paths[0]!r} outputs {got}; a captured "
+                "layer needs a single (B, C, h, w) tensor"
+            )
+        if capture.observe:
+            value = output.detach()
+        elif output.requires_grad:  # computed from an earlier captured layer: keep it in the graph
+            value = output
+        else:
+            replacement = value = (
+                replacement if replacement is not None else output.detach().requires_grad_()
+            )
         for path in capture.paths:
-            capture.into[path] = output
-        return None
-    leaf = output.detach().requires_grad_()
-    for path in capture.paths:
-        capture.into[path] = leaf
-    return leaf
+            capture.into[path] = value
+    return replacement
 
 
 def cam_pass(

@@ -29,6 +29,7 @@ import torch
 
 if TYPE_CHECKING:
     from .detectors import Detector
+    from .faces import FaceBox
 
 VERDICTS = ("fake", "real", "uncertain")
 UNCERTAIN = "uncertain"
@@ -236,6 +237,23 @@ class Reliability:
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"incomplete reliability block ({exc!r})") from None
+
+
+def input_problems(
+    detector: Detector,
+    size: tuple[int, int],
+    box: FaceBox | None = None,
+    jpeg_quality: int | None = None,
+) -> list[str]:
+    """What about an input (an image of ``size``, its analysed face ``box`` or None when the
+    whole image is scored, its JPEG quality) lies outside what ``detector`` learnt from; empty
+    when nothing does or the detector has no reliability statistics."""
+    if detector.reliability is None:
+        return []
+    from .faces import framing_square
+
+    side = framing_square(size, box)[2] if box is not None else min(size)
+    return detector.reliability.input_problems(face_side=side, jpeg_quality=jpeg_quality)
 
 
 @dataclass(frozen=True)

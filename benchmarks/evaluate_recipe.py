@@ -41,6 +41,7 @@ from deepfake_xai.face_index import FaceIndex, frame
 from deepfake_xai.images import load_image
 from deepfake_xai.metrics import classification_metrics
 from deepfake_xai.preprocessing import to_uint8_tensor
+from deepfake_xai.pseudofakes.autoencoder import output_name
 from deepfake_xai.pseudofakes.sbi import self_blend
 from deepfake_xai.reliability import Reliability, assess, collect_features
 from deepfake_xai.runtime import configure_threads
@@ -80,6 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     detector.model.float().to(memory_format=torch.channels_last)
     samples = shared_samples()
     faces = FaceIndex.build([s.path for s in samples], FACES_CACHE, workers=2, log=lambda _: None)
+    if args.autoencoder_dir:  # reconstructions share their source's geometry
+        sources = [s.path for s in samples if s.split == "test" and s.group == "ffhq"]
+        faces = faces.with_copies({args.autoencoder_dir / output_name(p): p for p in sources})
     scored = {f.name: _score(detector, f, faces) for f in _families(samples, args)}
     fits = _reliability_fits(detector, samples, faces)
     record = {
@@ -111,8 +115,9 @@ def _families(samples: list[Sample], args: argparse.Namespace) -> list[Family]:
         )
     )
     if args.autoencoder_dir:
-        recons = sorted(args.autoencoder_dir.glob("*.png"))
-        families.append(Family("autoencoder", [Sample(p, "fake", "test", "ae") for p in recons]))
+        recons = [args.autoencoder_dir / output_name(s.path) for s in real_test]
+        ready = [Sample(p, "fake", "test", "ae") for p in recons if p.is_file()]
+        families.append(Family("autoencoder", ready))
     return families
 
 

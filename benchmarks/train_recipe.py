@@ -29,6 +29,8 @@ from deepfake_xai.training import TrainConfig
 
 DETECTOR = "efficientnet_lite0"
 FACES_CACHE = Path("runs/faces.csv")  # face boxes of every shared image, shared by all runs
+RECONSTRUCTIONS = Path("runs/autoencoder")  # autoencoder reconstructions, shared by all runs
+TAEF2 = Path(__file__).resolve().parents[2] / "shared" / "models" / "taef2"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,12 +55,17 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "faces.csv").exists():
         shutil.copy2(FACES_CACHE, out / "faces.csv")
+    if args.autoencoder and not (out / "autoencoder").exists():
+        RECONSTRUCTIONS.mkdir(parents=True, exist_ok=True)
+        (out / "autoencoder").symlink_to(RECONSTRUCTIONS.resolve())
     config = TrainConfig(
         epochs=args.epochs,
         image_size=args.image_size,
         degrade=args.degrade,
         faces=True,
         self_blend=args.self_blend,
+        autoencoder=args.autoencoder,
+        autoencoder_weights=str(TAEF2),
         balance=True,
         seed=args.seed,
         num_workers=args.workers,

@@ -14,7 +14,15 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .data import ImageDataset, Sample, as_samples, complete_splits, make_loader, subsample
+from .data import (
+    Augmentation,
+    ImageDataset,
+    Sample,
+    as_samples,
+    complete_splits,
+    make_loader,
+    subsample,
+)
 from .degradations import Degradations
 from .detectors import Detector
 from .detectors.checkpoint import store_reliability
@@ -45,8 +53,9 @@ def calibrate(
     fits the statistics and its val split sets the threshold (missing splits are made as
     ``train`` makes them). ``faces=True`` finds and frames faces as ``analyze`` does (a
     :class:`FaceIndex` may be passed instead); ``degradations`` are those the detector was
-    trained with (None: none), which set the smallest face and the lowest JPEG quality it can
-    judge.
+    trained with (None: none): the training faces are degraded alike before fitting, so the
+    statistics describe what the detector learnt from, and they set the smallest face and the
+    lowest JPEG quality it can judge.
     """
     samples = [s for s in as_samples(data) if s.label is not None]
     samples = complete_splits(samples, seed=seed, log=log)
@@ -60,13 +69,16 @@ def calibrate(
     val = [s for s in samples if s.split == "val"]
     if not train or not val:
         raise ValueError("calibration needs labelled train and val images")
+    # Statistics of the faces as the detector saw them in training: degraded alike, if it was.
+    seen = Augmentation((1.0, 1.0), False, 0.0, 0.0, degradations) if degradations else None
     train_loader, val_loader = (
         make_loader(
-            ImageDataset(part, detector.harmonization, faces=index),
+            ImageDataset(part, detector.harmonization, augment=augment, faces=index),
             batch_size,
             num_workers=num_workers,
+            seed=seed,
         )
-        for part in (train, val)
+        for part, augment in ((train, seen), (val, None))
     )
     lowest_scale = degradations.scale[0] if degradations else 1.0
     fitted = fit_detector(

@@ -62,6 +62,7 @@ MONITORS = ("loss", "f1")
 PRETRAINED_LR = 1e-4
 SCRATCH_LR = 1e-3
 STATE_SUFFIX = ".state.safetensors"
+AUTOENCODER = "autoencoder"  # the group (and run sub-folder) of autoencoder reconstructions
 
 Log = Callable[[str], Any]
 _BATCHNORMS = (
@@ -82,7 +83,10 @@ class TrainConfig:
     JPEG; :class:`~deepfake_xai.degradations.Degradations`) at train time, for both classes.
     ``faces`` finds each image's face once and frames it as ``analyze`` does (images without a
     face are left out). ``self_blend`` adds self-blended pseudo-fakes (needs ``faces``), as a
-    share of the real training images, redrawn every epoch. ``balance`` samples real and fake
+    share of the real training images, redrawn every epoch. ``autoencoder`` adds reconstructions
+    of that share of real training images through a diffusion model's tiny autoencoder (weights
+    in ``autoencoder_weights`` or ``$DEEPFAKE_XAI_TAEF2``), made once into ``OUT/autoencoder``.
+    ``balance`` samples real and fake
     equally often whatever their counts. ``face_crop``, ``jpeg_quality``, ``resize`` and ``fit``
     set the :class:`Harmonization` stored with the detector. ``amp``/``channels_last`` ``None``
     means on for CUDA. ``limit_per_class`` trains on a random subset; ``max_train_batches`` cuts
@@ -110,6 +114,8 @@ class TrainConfig:
     degrade: float = 0.0
     faces: bool = False
     self_blend: float = 0.0
+    autoencoder: float = 0.0
+    autoencoder_weights: str | None = None
     balance: bool = False
     face_crop: bool = False
     jpeg_quality: int | None = None
@@ -144,8 +150,9 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0.0 <= self.degrade <= 1.0:
             raise ValueError(f"degrade is a probability in [0, 1], got {self.degrade}")
-        if self.self_blend < 0:
-            raise ValueError(f"self_blend must be >= 0, got {self.self_blend}")
+        for name in ("self_blend", "autoencoder"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.reliability not in (None, *METHODS):
             raise ValueError(f"reliability must be one of {METHODS} or None")
         if self.self_blend and not self.faces:
@@ -218,6 +225,17 @@ def train(
         workers = max(1, config.num_workers)
         faces = FaceIndex.build(paths, out / "faces.csv", workers=workers, log=log)
         samples = [s for s in samples if faces.box(s.path) is not None]
+    if config.autoencoder:
+        fakes, copies = reconstructed(
+            samples,
+            config.autoencoder,
+            out / AUTOENCODER,
+            config.autoencoder_weights,
+            config.seed,
+            log,
+        )
+        faces = faces.with_copies(copies) if faces is not None else None
+        samples = samples + fakes
     samples += self_blended(samples, config.self_blend, config.seed)
     trained_on = describe_data(data)
     return {
@@ -228,18 +246,50 @@ def train(
     }
 
 
-def self_blended(samples: Sequence[Sample], share: float, seed: int = 0) -> list[Sample]:
-    """Self-blended pseudo-fakes of ``share`` x the real training images (drawn at random,
-    each real image at most once while there are enough), labelled fake, group ``self_blend``."""
+def real_training_picks(samples: Sequence[Sample], share: float, seed: int = 0) -> list[Sample]:
+    """``share`` x the real training images, drawn at random (each at most once while there
+    are enough): the sources of pseudo-fakes."""
     reals = sorted(s for s in samples if s.split == "train" and s.label == "real")
     count = round(share * len(reals))
     if not count:
         return []
     rng = np.random.default_rng(seed)
     picks = np.concatenate([rng.permutation(len(reals)) for _ in range(-(-count // len(reals)))])
-    return [
-        replace(reals[i], label="fake", group=SELF_BLEND, make=SELF_BLEND) for i in picks[:count]
-    ]
+    return [reals[i] for i in picks[:count]]
+
+
+def self_blended(samples: Sequence[Sample], share: float, seed: int = 0) -> list[Sample]:
+    """Self-blended pseudo-fakes of ``share`` x the real training images, labelled fake, group
+    ``self_blend``; each is blended anew every epoch."""
+    picks = real_training_picks(samples, share, seed)
+    return [replace(s, label="fake", group=SELF_BLEND, make=SELF_BLEND) for s in picks]
+
+
+def reconstructed(
+    samples: Sequence[Sample],
+    share: float,
+    folder: Path,
+    weights: str | os.PathLike | None,
+    seed: int = 0,
+    log: Log = print,
+) -> tuple[list[Sample], dict[Path, Path]]:
+    """Autoencoder reconstructions of ``share`` x the real training images (a different draw
+    from the self-blended ones), written once into ``folder`` as PNG, labelled fake, group
+    ``autoencoder``; and reconstruction -> source, for their face boxes (same geometry)."""
+    from .pseudofakes.autoencoder import load_tiny_autoencoder, output_name, reconstruct_folder
+
+    picks = real_training_picks(samples, share, seed + 1)
+    if not picks:
+        return [], {}
+    sources = list(dict.fromkeys(s.path for s in picks))
+    todo = sum(not (folder / output_name(p)).is_file() for p in sources)
+    if todo:
+        log(f"reconstructing {todo} real training images with the tiny autoencoder")
+    _, failures = reconstruct_folder(sources, folder, load_tiny_autoencoder(weights))
+    failed = {Path(source) for source, _ in failures}
+    copies = {folder / output_name(p): p for p in sources if p not in failed}
+    fakes = [Sample(path, "fake", "train", AUTOENCODER) for path in copies]
+    return fakes, copies
 
 
 def prepare_split(

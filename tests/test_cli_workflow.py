@@ -37,6 +37,14 @@ def test_synthesize_train_evaluate(tmp_path, capsys):
     checkpoint = run / "mobilenetv2_100" / "best.safetensors"
     meta = Detector.load(checkpoint, device="cpu").metadata
     assert meta["training"]["lr"] == 3e-3 and meta["training"]["max_train_batches"] == 2
+    assert Detector.load(checkpoint, device="cpu").reliability.method == "mahalanobis"
+
+    copy = run / "knn.safetensors"
+    calibrate_args = ["calibrate", str(checkpoint), str(run / "split.csv"), "--no-faces"]
+    assert main([*calibrate_args, "--method", "knn", "--out", str(copy)]) == 0
+    assert f"flags 5% of the validation faces; written to {copy}" in capsys.readouterr().out
+    assert Detector.load(copy, device="cpu").reliability.method == "knn"
+    assert Detector.load(checkpoint, device="cpu").reliability.method == "mahalanobis"
 
     eval_args = [
         "evaluate",
@@ -73,6 +81,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert code == 2
     assert "--pretrained-file expects NAME=PATH, got 'oops'" in capsys.readouterr().err
     code = main(["evaluate", str(tmp_path), "--checkpoint", str(tmp_path / "missing.safetensors")])
+    assert code == 2
+    assert "missing.safetensors: checkpoint not found" in capsys.readouterr().err
+    code = main(["calibrate", str(tmp_path / "missing.safetensors"), str(tmp_path)])
     assert code == 2
     assert "missing.safetensors: checkpoint not found" in capsys.readouterr().err
     code = main(["train", str(tmp_path), "--detector", "nope", "--out", str(tmp_path / "r")])

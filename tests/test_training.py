@@ -1,11 +1,19 @@
 import csv
 import json
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from deepfake_xai.data import Sample, discover, fingerprint, read_manifest, split_counts
+from deepfake_xai.data import (
+    Sample,
+    discover,
+    fingerprint,
+    read_manifest,
+    split_counts,
+    subsample,
+)
 from deepfake_xai.detectors import Detector, weights
 from deepfake_xai.registry import RegistryError
 from deepfake_xai.synthetic import generate_dataset
@@ -197,3 +205,37 @@ def test_bad_names_and_config_fail_early(dataset, tmp_path):
 def test_limit_per_class_subsets(dataset, tmp_path):
     split = prepare_split(discover(dataset), tmp_path, tiny_config(limit_per_class=5))
     assert sum(1 for s in split if s.label == "fake") == 5
+
+
+TAEF2 = Path(__file__).resolve().parents[2] / "shared" / "models" / "taef2"
+
+
+def test_robust_recipe_frames_faces_adds_pseudo_fakes_and_fits_reliability(faces_sample, tmp_path):
+    """Every lever of the robust recipe on a few real shared faces: faces found once (faces.csv),
+    self-blended and reconstructed pseudo-fakes among the training fakes, degradations, and
+    reliability statistics inside best.safetensors."""
+    data = subsample(discover(faces_sample), 6, seed=0)
+    levers = dict(faces=True, degrade=0.5, self_blend=0.5, balance=True, reliability_images=4)
+    if TAEF2.is_dir():
+        levers.update(autoencoder=0.5, autoencoder_weights=str(TAEF2))
+    config = tiny_config(image_size=64, **levers)
+    result = train(data, [DETECTOR], tmp_path, config, log=lambda _: None)[DETECTOR]
+    with open(tmp_path / "faces.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == len(data)
+    if TAEF2.is_dir():
+        assert len(list((tmp_path / "autoencoder").glob("*.png"))) >= 1
+    detector = Detector.load(result.checkpoint)
+    assert detector.reliability is not None
+    assert detector.reliability.min_face_side == 16  # a quarter of 64 px: the rescale range
+    assert detector.reliability.min_jpeg_quality == 30
+    training = detector.metadata["training"]
+    assert (training["self_blend"], training["degrade"]) == (0.5, 0.5)
+
+
+def test_self_blend_needs_faces_and_shares_are_checked():
+    with pytest.raises(ValueError, match="faces"):
+        TrainConfig(self_blend=0.3)
+    with pytest.raises(ValueError, match="autoencoder"):
+        TrainConfig(autoencoder=-1)
+    with pytest.raises(ValueError, match="degrade"):
+        TrainConfig(degrade=2)

@@ -70,6 +70,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="add self-blended pseudo-fakes, SHARE x the real training images (needs --faces)",
     )
     parser.add_argument(
+        "--autoencoder",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="add reconstructions of SHARE x the real training images through a diffusion "
+        "model's tiny autoencoder as fakes (weights: --autoencoder-weights or $DEEPFAKE_XAI_TAEF2)",
+    )
+    parser.add_argument(
+        "--autoencoder-weights", default=None, metavar="DIR", help="folder of the TAEF2 weights"
+    )
+    parser.add_argument(
         "--balance", action="store_true", help="sample real and fake equally often each epoch"
     )
     parser.add_argument(
@@ -109,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         degrade=args.degrade,
         faces=args.faces,
         self_blend=args.self_blend,
+        autoencoder=args.autoencoder,
+        autoencoder_weights=args.autoencoder_weights,
         balance=args.balance,
         face_crop=args.face_crop,
         jpeg_quality=args.jpeg_quality,

@@ -46,6 +46,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from this checkpoint's weights (not ImageNet)",
+    )
+    parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--max-batches", type=int, default=None, help="smoke runs only")
     args = parser.parse_args(argv)
     threads = configure_threads(args.threads)
@@ -71,9 +78,10 @@ def main(argv: list[str] | None = None) -> None:
         num_workers=args.workers,
         channels_last=True,
         max_train_batches=args.max_batches,
+        lr=args.lr,
     )
     start = time.perf_counter()
-    resume = out if (out / DETECTOR / "last.safetensors").is_file() else None
+    resume = out if (out / DETECTOR / "last.safetensors").is_file() else args.init
     result = train(samples, [DETECTOR], out, config, resume=resume)[DETECTOR]
     record = {
         "name": args.name,

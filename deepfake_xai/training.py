@@ -422,6 +422,7 @@ class _Trainer:
             if detector.harmonization != config.harmonization():
                 self.log(f"{name}: keeping the checkpoint's preprocessing {detector.harmonization}")
             self.log(f"{name}: resuming from {self.resume}")
+            detector.reliability = None  # the weights will change: refitted after training
             return detector, bool(detector.metadata.get("pretrained"))
         if name in config.pretrained_files:
             detector, pretrained = self._create(pretrained_file=config.pretrained_files[name]), True

@@ -3,8 +3,11 @@
 Detectors that share a :class:`Harmonization` share one decoded batch. Speed is measured on the
 chosen device from uint8 input (normalisation included, decoding excluded): latency at batch 1
 as the median of repeated runs after a warm-up, throughput at batch 32, each reported with the
-number of torch threads it ran on. With ``robustness`` or ``explainers`` the same images also go
-through :mod:`deepfake_xai.trust` (robustness curves and explanation checks).
+number of torch threads it ran on. Predictions go through the engine, so a detector with
+reliability statistics also gives each image's distance score in the same pass: the table then
+says which share of the images it flags ``uncertain`` and its accuracy on the others. With
+``robustness`` or ``explainers`` the same images also go through :mod:`deepfake_xai.trust`
+(robustness curves, with the share flagged at each level, and explanation checks).
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ from .data import (
 )
 from .detectors import Detector, autocast_dtype, resolve_device
 from .detectors.checkpoint import update_metadata
+from .images import ImageLoadError, image_size, jpeg_quality
 from .metrics import classification_metrics, per_group_metrics, reliability_curve, roc_curve
+from .reliability import UNCERTAIN, assess, input_problems
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,6 +57,8 @@ TABLE_COLUMNS = {
     "ece": "ece",
 }
 SPEED_COLUMNS = ("ms_per_image", "images_per_s")
+RELIABILITY_COLUMNS = ("flagged_uncertain", "accuracy_unflagged")  # NaN without statistics
+InputFacts = tuple[tuple[int, int], int | None]  # an image's (width, height) and JPEG quality
 FIGURES = ("confusion_matrices.png", "roc_curves.png", "reliability.png")
 AUTO_SPLIT = "auto"
 
@@ -60,10 +67,12 @@ AUTO_SPLIT = "auto"
 class Comparison:
     """Evaluation results for several detectors on one set of labelled images.
 
-    ``table`` has one row per detector (metrics, speed with its torch thread count,
-    parameters); ``metrics`` and ``per_group`` hold the full metric dicts; ``predictions`` one
-    row per (detector, image); ``split_note`` says how the split was chosen when it was not
-    asked for by name; ``trust`` holds the robustness and explanation checks when run.
+    ``table`` has one row per detector (metrics, the share of images flagged ``uncertain`` and
+    the accuracy on the others for a detector with reliability statistics, speed with its torch
+    thread count, parameters); ``metrics`` and ``per_group`` hold the full metric dicts;
+    ``predictions`` one row per (detector, image) with its three-way verdict and distance score;
+    ``split_note`` says how the split was chosen when it was not asked for by name; ``trust``
+    holds the robustness and explanation checks when run.
     """
 
     table: pd.DataFrame
@@ -187,10 +196,11 @@ def evaluate(
     device = resolve_device(device)
     loaded = [load_detector(d, device=device) for d in detectors]
     samples, chosen, note, split_source = _evaluation_samples(data, split, loaded, detectors)
-    logits, errors = _predict_all(loaded, samples, batch_size, num_workers, progress)
+    scores, errors = _predict_all(loaded, samples, batch_size, num_workers, progress)
     names = _unique_names(loaded, detectors)
+    facts = _input_facts(samples) if any(d.reliability for d in loaded) else None
     scored = [
-        _score(name, det, samples, *logits[id(det)], threshold=threshold, latency=latency)
+        _score(name, det, samples, *scores[id(det)], facts, threshold=threshold, latency=latency)
         for name, det in zip(names, loaded, strict=True)
     ]
     comparison = Comparison(
@@ -321,6 +331,8 @@ def _score(
     samples: list[Sample],
     kept: np.ndarray,
     logits: np.ndarray,
+    ood: np.ndarray | None,
+    facts: list[InputFacts | None] | None,
     *,
     threshold: float,
     latency: bool,
@@ -334,10 +346,53 @@ def _score(
     per_group = (
         per_group_metrics(y, p, groups, threshold) if any(g is not None for g in groups) else None
     )
+    distances = [None] * len(p) if ood is None else ood.tolist()
+    verdicts = [
+        assess(float(pk), dk, _problems(detector, facts, int(i))).verdict
+        for i, pk, dk in zip(kept, p, distances, strict=True)
+    ]
     speed = measure_speed(detector) if latency else dict.fromkeys(SPEED_COLUMNS, math.nan)
     speed.setdefault("threads", torch.get_num_threads())
-    row = _table_row(name, metrics, speed, detector)
-    return row, metrics, per_group, _prediction_frame(name, chosen, y, p, threshold)
+    reliability = _reliability_figures(y, p >= threshold, verdicts, ood is not None)
+    row = _table_row(name, metrics, reliability, speed, detector)
+    frame = _prediction_frame(name, chosen, y, p, threshold)
+    frame["verdict"] = verdicts
+    frame["ood_score"] = np.full(len(chosen), np.nan) if ood is None else ood.astype(np.float64)
+    return row, metrics, per_group, frame
+
+
+def _input_facts(samples: Sequence[Sample]) -> list[InputFacts | None]:
+    """Each image's size and JPEG quality from its header (None when unreadable), for the
+    detectors' input checks; the whole image counts as the face, as ``analyze`` with
+    ``faces=False`` takes it."""
+    facts: list[InputFacts | None] = []
+    for sample in samples:
+        try:
+            facts.append((image_size(sample.path), jpeg_quality(sample.path)))
+        except ImageLoadError:
+            facts.append(None)
+    return facts
+
+
+def _problems(detector: Detector, facts: list[InputFacts | None] | None, index: int) -> list[str]:
+    """The input checks of ``detector`` on sample ``index`` (none without facts)."""
+    fact = facts[index] if facts is not None else None
+    if fact is None:
+        return []
+    return input_problems(detector, fact[0], None, fact[1])
+
+
+def _reliability_figures(
+    y: np.ndarray, said_fake: np.ndarray, verdicts: Sequence[str], measured: bool
+) -> dict[str, float]:
+    """:data:`RELIABILITY_COLUMNS`: the share flagged uncertain and the accuracy on the rest
+    (NaN for a detector without reliability statistics, or with every image flagged)."""
+    if not measured or not len(y):
+        return dict.fromkeys(RELIABILITY_COLUMNS, math.nan)
+    flagged = np.array([v == UNCERTAIN for v in verdicts], dtype=bool)
+    kept = ~flagged
+    accuracy = float((said_fake[kept] == (y[kept] == 1)).mean()) if kept.any() else math.nan
+    return {"flagged_uncertain": float(flagged.mean()), "accuracy_unflagged": accuracy}
 
 
 def select_split(
@@ -466,8 +521,11 @@ def _predict_all(
     batch_size: int,
     num_workers: int,
     progress: bool = False,
-) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], list[tuple[str, str]]]:
-    """Per detector id: (sample indices kept, logits); one decode per distinct harmonization."""
+) -> tuple[dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]], list[tuple[str, str]]]:
+    """Per detector id: (sample indices kept, logits, distance scores or None), from one engine
+    pass per batch; one decode per distinct harmonization."""
+    from .engine import Engine
+
     by_harmonization: dict[Any, list[Detector]] = {}
     for d in detectors:
         by_harmonization.setdefault(d.harmonization, []).append(d)
@@ -476,14 +534,32 @@ def _predict_all(
         loader = make_loader(
             ImageDataset(samples, harmonization), batch_size, num_workers=num_workers
         )
-        amp = group[0].device.type == "cuda"
+        device = group[0].device
+        # One engine each: two detectors of one name (from two runs) may be compared.
+        engines = [
+            Engine([d], method=None, device=device, amp=device.type == "cuda", channels_last=False)
+            for d in group
+        ]
         batches = loader
         if progress:
             from tqdm.auto import tqdm
 
             batches = tqdm(loader, desc="predicting", unit="batch")
-        logits, _, indices = predict_logits(group, batches, amp=amp)
-        results.update({key: (indices, value) for key, value in logits.items()})
+        parts: dict[int, list] = {id(d): [] for d in group}
+        indices = []
+        for images, _, batch_indices in batches:
+            images = images.to(device)
+            for detector, engine in zip(group, engines, strict=True):
+                parts[id(detector)].append(engine.run(images, check_finite=False)[detector.name])
+            indices.append(batch_indices.numpy())
+        kept = np.concatenate(indices).astype(np.int64) if indices else np.zeros(0, np.int64)
+        for detector in group:
+            outputs = parts[id(detector)]
+            logits = np.concatenate([o.logits for o in outputs]) if outputs else np.zeros(0)
+            ood = None
+            if detector.reliability is not None:
+                ood = np.concatenate([o.ood_scores for o in outputs]) if outputs else np.zeros(0)
+            results[id(detector)] = (kept, logits, ood)
         errors.update({str(p): r for p, r in loader.errors})
     return results, sorted(errors.items())
 
@@ -506,9 +582,12 @@ def _unique_names(detectors: list[Detector], sources: Sequence[Any]) -> list[str
     return out
 
 
-def _table_row(name: str, metrics: dict, speed: dict, detector: Detector) -> dict[str, Any]:
+def _table_row(
+    name: str, metrics: dict, reliability: dict, speed: dict, detector: Detector
+) -> dict[str, Any]:
     row: dict[str, Any] = {"detector": name}
     row.update({col: _nan(metrics[key]) for col, key in TABLE_COLUMNS.items()})
+    row.update(reliability)
     row.update(speed)
     row["params"] = detector.num_parameters
     row["n"] = metrics["n"]

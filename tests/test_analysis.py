@@ -176,7 +176,7 @@ def test_result_accessors(run, folder):
     assert overlay.size == (SIZE, SIZE) and overlay.mode == "RGB"
     assert run.errors["path"].tolist() == [str(folder / "fake" / "broken.png")]
     projection = run.projection("mobilenetv2_100")
-    assert list(projection.columns) == ["index", "path", "x", "y", "label", "p_fake"]
+    assert list(projection.columns) == ["index", "path", "x", "y", "label", "p_fake", "verdict"]
     assert len(projection) == 2 * N_PER_CLASS and np.isfinite(projection[["x", "y"]]).all().all()
     assert run.report_path == run.out / "report.html"
     with pytest.raises(ValueError, match="could not be read"):
@@ -194,7 +194,14 @@ def test_report_is_self_contained(run):
     assert page.count("data:image/jpeg;base64,") >= 3 * 12
     assert page.count("data:image/png;base64,") == 2
     assert 'src="http' not in page and 'src="/' not in page
-    for title in ("Metrics", "Most confident fakes", "Most confident reals", "Unreadable images"):
+    titles = (
+        "Outcomes",
+        "Metrics",
+        "Said fake",
+        "No signs of generation found",
+        "Unreadable images",
+    )
+    for title in titles:
         assert title in page
     assert "broken.png" in page
     assert len(page) < 2_000_000

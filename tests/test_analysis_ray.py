@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from analysis_data import (
     save_builtins,
     split_parts,
@@ -23,8 +24,10 @@ from analysis_data import (
     write_two_faces,
 )
 
+import deepfake_xai as dx
 from deepfake_xai.analysis import AnalysisResult, analyze
 from deepfake_xai.analysis.store import part_files
+from deepfake_xai.reliability import fit_detector
 
 ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
 psutil = pytest.importorskip("psutil")
@@ -44,8 +47,15 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def detectors(tmp_path_factory) -> list[str]:
-    """Both built-ins as checkpoints, so every process analyses with the same weights."""
-    return save_builtins(tmp_path_factory.mktemp("checkpoints"), SIZE)
+    """Both built-ins as checkpoints, so every process analyses with the same weights; the
+    second carries reliability statistics fitted on noise, so the actors judge reliability."""
+    paths = save_builtins(tmp_path_factory.mktemp("checkpoints"), SIZE)
+    fitted = dx.load_detector(paths[1], device="cpu")
+    noise = [torch.randint(0, 256, (16, 3, SIZE, SIZE), dtype=torch.uint8) for _ in range(3)]
+    train = [(images, torch.tensor([0] * 8 + [1] * 8)) for images in noise[:2]]
+    fit_detector(fitted, train, noise[2:], min_face_side=SIZE)
+    fitted.save(paths[1])
+    return paths
 
 
 @pytest.fixture(scope="module")
@@ -101,12 +111,14 @@ def run_both(data: Path, detectors: list[str], out: Path, **options) -> tuple:
 
 
 def assert_same(local: AnalysisResult, on_ray: AnalysisResult) -> None:
-    """Same rows, P(fake) within 1e-5, same errors, embeddings and heatmaps."""
+    """Same rows, P(fake) within 1e-5 (and distance scores within 1e-4), same errors,
+    embeddings and heatmaps."""
     a, b = local.predictions, on_ray.predictions
     assert len(a) == len(b) and not b.duplicated(["index", "detector"]).any()
-    exact = [c for c in a.columns if c != "p_fake"]
+    exact = [c for c in a.columns if c not in ("p_fake", "ood_score")]
     assert a[exact].equals(b[exact])
     np.testing.assert_allclose(a["p_fake"], b["p_fake"], atol=1e-5)
+    np.testing.assert_allclose(a["ood_score"], b["ood_score"], rtol=1e-4)
     assert local.errors.equals(on_ray.errors)
     for name in local.detectors:
         np.testing.assert_allclose(local.embeddings(name), on_ray.embeddings(name), atol=1e-3)
@@ -122,6 +134,10 @@ def test_ray_gives_the_rows_of_the_local_backend(cluster, mixed, detectors, tmp_
     assert_same(local, on_ray)
     statuses = set(on_ray.predictions["status"])
     assert statuses == {"ok", "no_face", "unreadable"}
+    fitted = on_ray.predictions[on_ray.predictions["detector"] == "mobilenetv2_100"]
+    judged = fitted[fitted["status"] == "ok"]
+    assert judged["reliable"].notna().all() and judged["ood_score"].notna().all()
+    assert (judged["verdict"] == "uncertain").any()
     assert on_ray.info["parameters"]["backend"] == "ray"
     assert on_ray.info["ray"]["actors"] == 1 and on_ray.info["ray"]["gpus_per_actor"] == 0
     assert on_ray.summary["errors"] == local.summary["errors"] == 6

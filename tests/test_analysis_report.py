@@ -170,7 +170,8 @@ def check_sources(result, sources: dict[str, str]) -> None:
     assert np.isnan(table["reals_called_fake"].iloc[1])
     page = result.report_path.read_text(encoding="utf-8")
     assert by_source_rows(page) == SOURCE_ROWS
-    assert "by source:\n    press, quadrant: 3 images (said fake 1, real 2)" in result.describe()
+    described = result.describe()
+    assert "by source:\n    press, quadrant: 3 images (fake 1, no signs found 2)" in described
 
 
 def test_sub_folders_are_sources_in_the_predictions_the_result_and_the_report(tmp_path):

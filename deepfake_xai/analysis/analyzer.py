@@ -293,7 +293,9 @@ class Analyzer:
                 "report": self.report,
                 **({"ray": asdict(self.ray)} if self.backend == "ray" else {}),
             },
-            "detectors": self._configs,
+            "detectors": {
+                d.name: {**self._configs[d.name], **model_version(d)} for d in self.detectors
+            },
             "fingerprint": {
                 "inputs": inputs.fingerprint(),
                 "detectors": _digest(self._configs),
@@ -385,14 +387,42 @@ def load_detectors(
 
 
 def detector_config(detector: Detector) -> dict[str, Any]:
-    """The detector's config plus a digest of its weights (so a resume cannot mix models)."""
+    """The detector's config plus digests of its weights and of its reliability statistics,
+    if any (so a resume cannot mix models, nor verdicts made with other statistics)."""
     config = {k: v for k, v in detector.config().items() if k != "package_version"}
+    config["weights_sha256"] = _tensors_digest(detector.model.state_dict())
+    if detector.reliability is not None:
+        tensors, settings = detector.reliability.to_checkpoint()
+        config["reliability_sha256"] = _tensors_digest(tensors, settings)
+    return config
+
+
+def model_version(detector: Detector) -> dict[str, Any]:
+    """What run.json says of a detector's version beside its config: the ``fingerprint`` of
+    its checkpoint file (None when it came from none; the ``model_version`` of its rows) and
+    its ``reliability`` settings (None: it has no statistics, so it never says uncertain)."""
+    reliability = detector.reliability
+    settings = None
+    if reliability is not None:
+        settings = {
+            "method": reliability.method,
+            "layers": list(reliability.layers),
+            "flag_rate": reliability.flag_rate,
+            "min_face_side": reliability.min_face_side,
+            "min_jpeg_quality": reliability.min_jpeg_quality,
+        }
+    return {"fingerprint": detector.fingerprint, "reliability": settings}
+
+
+def _tensors_digest(tensors: Mapping[str, torch.Tensor], settings: Any = None) -> str:
+    """SHA-256 over named tensors' bytes (and JSON ``settings``, when given)."""
     digest = hashlib.sha256()
-    for key, tensor in detector.model.state_dict().items():
+    if settings is not None:
+        digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    for key, tensor in tensors.items():
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
-    config["weights_sha256"] = digest.hexdigest()
-    return config
+    return digest.hexdigest()
 
 
 def summarise(
@@ -418,6 +448,7 @@ def summarise(
         "seconds": round(seconds, 3),
         "images_per_second": round(processed / seconds, 2) if seconds > 0 else 0.0,
         "detectors": result.detectors,
+        "verdicts": result.verdicts(),
         "metrics": _metrics(rows),
     }
 

@@ -18,18 +18,24 @@ import torch
 from ..detectors import Detector
 from ..engine import DetectorOutput, Engine
 from ..explainers.base import heatmap_layers
+from ..faces import FaceBox
+from ..reliability import assess, input_problems
 from .decode import FACES_OFF, DecodedImage
 from .store import (
     EMBEDDING,
     FACE_FIELDS,
     INVALID_SCORE,
+    JPEG_QUALITY,
+    MODEL_VERSION,
     OK,
+    REASONS_SEPARATOR,
     ROW_SCHEMA,
     array_column,
     cam_column,
 )
 
-NAN_SCORE = "the detector returned NaN for P(fake); no verdict"
+NAN_SCORE = "the detector returned a NaN or infinite score; no verdict"
+NO_QUALITY = -1  # the jpeg_quality of an image that is no JPEG, in a block
 
 
 @dataclass
@@ -44,6 +50,8 @@ class DecodedBlock:
     error: list[str]
     faces: np.ndarray
     boxes: np.ndarray
+    sizes: np.ndarray  # (n, 2) width and height as decoded; 0 for images that were not
+    quality: np.ndarray  # JPEG quality, NO_QUALITY for other images
     images: list[torch.Tensor]
 
     def __len__(self) -> int:
@@ -64,6 +72,11 @@ class DecodedBlock:
             error=[item.error for item in items],
             faces=np.array([item.faces for item in items], dtype=np.int32),
             boxes=np.array([item.box or (-1, -1, -1, -1) for item in items], dtype=np.int32),
+            sizes=np.array([item.size or (0, 0) for item in items], dtype=np.int32).reshape(-1, 2),
+            quality=np.array(
+                [NO_QUALITY if item.jpeg_quality is None else item.jpeg_quality for item in items],
+                dtype=np.int32,
+            ),
             images=[
                 torch.stack([t[k] for t in good]) if good else _no_images() for k in range(slots)
             ],
@@ -80,6 +93,8 @@ class DecodedBlock:
             "error": np.array(self.error, dtype=object),
             "faces": self.faces,
             "boxes": self.boxes,
+            "sizes": self.sizes,
+            "quality": self.quality,
         }
         decoded = self.decoded
         for k, images in enumerate(self.images):
@@ -100,6 +115,8 @@ class DecodedBlock:
             error=[str(e) for e in columns["error"]],
             faces=np.asarray(columns["faces"], dtype=np.int32),
             boxes=np.asarray(columns["boxes"], dtype=np.int32).reshape(-1, 4),
+            sizes=np.asarray(columns["sizes"], dtype=np.int32).reshape(-1, 2),
+            quality=np.asarray(columns["quality"], dtype=np.int32),
             images=[
                 torch.from_numpy(np.ascontiguousarray(columns[f"image_{k}"][decoded]))
                 for k in range(slots)
@@ -138,7 +155,8 @@ class BlockAnalyser:
         self.engines = list(engines)
         self.explainers = list(explainers)
         self.layers = list(engines[0].layers)
-        self.names = [d.name for d in engines[0].detectors]
+        self.detectors = {d.name: d for d in engines[0].detectors}
+        self.names = list(self.detectors)
         self.slot = slot
 
     def __call__(self, block: DecodedBlock) -> pa.Table:
@@ -158,25 +176,33 @@ class BlockAnalyser:
     def _rows(
         self, block: DecodedBlock, name: str, outputs: list[dict[str, DetectorOutput]]
     ) -> pa.Table:
-        """The block's rows for detector ``name``: scores, statuses, faces and arrays."""
+        """The block's rows for detector ``name``: scores, verdicts, statuses, faces, arrays."""
         decoded = block.decoded
         n = len(block)
-        p_fake = np.full(n, np.nan)
+        p_fake, ood = np.full(n, np.nan), np.full(n, np.nan)
         if outputs:
-            p_fake[decoded] = outputs[0][name].probs.astype(np.float64)
+            output = outputs[0][name]
+            usable = np.isfinite(output.logits)  # an infinite logit is no score either
+            p_fake[decoded] = np.where(usable, output.probs.astype(np.float64), np.nan)
+            if output.ood_scores is not None:
+                ood[decoded] = output.ood_scores
         status, error = list(block.status), list(block.error)
         for row in np.flatnonzero(decoded & ~np.isfinite(p_fake)):
             status[row], error[row] = INVALID_SCORE, NAN_SCORE
         scored = np.array([s == OK for s in status], dtype=bool)
-        verdict = np.where(p_fake >= 0.5, "fake", "real")
+        verdict, reliable, reasons = self._assess(block, name, p_fake, ood, scored)
         checked = block.faces != FACES_OFF
         boxed = block.boxes[:, 0] >= 0
+        fingerprint = self.detectors[name].fingerprint or ""
         columns: dict[str, pa.Array] = {
             "index": pa.array(block.index, type=pa.int64()),
             "path": pa.array(block.path, type=pa.string()),
             "detector": pa.array([name] * n, type=pa.string()),
             "p_fake": pa.array(p_fake, mask=~scored, type=pa.float64()),
-            "verdict": pa.array(np.where(scored, verdict, ""), type=pa.string()),
+            "verdict": pa.array(verdict, type=pa.string()),
+            "ood_score": pa.array(ood, mask=~(scored & np.isfinite(ood)), type=pa.float64()),
+            "reliable": pa.array(reliable, type=pa.bool_()),
+            "reasons": pa.array(reasons, type=pa.string()),
             "label": pa.array(block.label, type=pa.string()),
             "error": pa.array(error, type=pa.string()),
             "status": pa.array(status, type=pa.string()),
@@ -184,6 +210,10 @@ class BlockAnalyser:
         }
         for k, field in enumerate(FACE_FIELDS[1:]):
             columns[field] = pa.array(block.boxes[:, k], mask=~boxed, type=pa.int32())
+        columns[JPEG_QUALITY] = pa.array(
+            block.quality, mask=block.quality == NO_QUALITY, type=pa.int32()
+        )
+        columns[MODEL_VERSION] = pa.array([fingerprint] * n, type=pa.string())
         table = pa.table(columns, schema=ROW_SCHEMA)
         embeddings = outputs[0][name].embeddings if outputs else np.zeros((0, 0))
         table = table.append_column(EMBEDDING, array_column(embeddings, decoded))
@@ -195,3 +225,30 @@ class BlockAnalyser:
                     cam_column(explainer, layer), array_column(maps, decoded)
                 )
         return table
+
+    def _assess(
+        self,
+        block: DecodedBlock,
+        name: str,
+        p_fake: np.ndarray,
+        ood: np.ndarray,
+        scored: np.ndarray,
+    ) -> tuple[list[str], list[bool | None], list[str]]:
+        """Verdict, reliability and reasons of each scored row (the input checks, then
+        :func:`deepfake_xai.reliability.assess`); ``""``, None and ``""`` for the others."""
+        detector = self.detectors[name]
+        verdicts, reliable, reasons = [""] * len(block), [None] * len(block), [""] * len(block)
+        for row in np.flatnonzero(scored):
+            left, top, width, height = (int(v) for v in block.boxes[row])
+            box = FaceBox(left, top, width, height) if left >= 0 else None
+            quality = int(block.quality[row])
+            problems = input_problems(
+                detector,
+                (int(block.sizes[row, 0]), int(block.sizes[row, 1])),
+                box,
+                None if quality == NO_QUALITY else quality,
+            )
+            outcome = assess(float(p_fake[row]), float(ood[row]), problems)
+            verdicts[row], reliable[row] = outcome.verdict, outcome.reliable
+            reasons[row] = REASONS_SEPARATOR.join(outcome.reasons)
+        return verdicts, reliable, reasons

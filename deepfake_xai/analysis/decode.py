@@ -4,7 +4,9 @@ The same steps run in the local DataLoader workers and in Ray's CPU decoding tas
 through :func:`deepfake_xai.images.load_image`, find the faces (largest first) and frame the
 largest like the training faces, then harmonise once per distinct :class:`Harmonization` among
 the detectors. An image that cannot be decoded, or in which no face is found, comes back with
-its status and reason instead of tensors.
+its status and reason instead of tensors. What the detectors' input checks need comes along
+(see :func:`deepfake_xai.reliability.input_problems`): the image's size, the face box and the
+JPEG quality read from the file's header.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..images import ImageLoadError, load_image
+from ..images import ImageLoadError, jpeg_quality, load_image
 from ..preprocessing import Harmonization, to_uint8_tensor
 from .store import NO_FACE, OK, UNREADABLE
 
@@ -56,6 +58,8 @@ class DecodedImage:
     faces: int = FACES_OFF
     box: tuple[int, int, int, int] | None = None
     tensors: tuple[torch.Tensor, ...] | None = None
+    size: tuple[int, int] | None = None  # (width, height) as decoded, before framing
+    jpeg_quality: int | None = None
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,8 @@ class Decoder:
     """Decodes, checks for a face and harmonises; plain and picklable, so it travels to Ray.
 
     With ``faces`` on, JPEG draft decoding is off: the face is framed from the full image,
-    which can be much smaller than the image itself.
+    which can be much smaller than the image itself. With it off, a drafted image keeps both
+    sides at least twice every detector's input size, above any smallest face they can judge.
     """
 
     harmonizations: tuple[Harmonization, ...]
@@ -79,6 +84,7 @@ class Decoder:
             image = load_image(source, draft_size=self.draft, name=path)
         except ImageLoadError as exc:
             return DecodedImage(index, path, label, UNREADABLE, exc.reason)
+        size, quality = image.size, _quality(source, path)
         found, box = FACES_OFF, None
         if self.faces:
             from ..faces import FacesExtraMissing, find_faces, frame_face
@@ -95,4 +101,13 @@ class Decoder:
             box = (boxes[0].x, boxes[0].y, boxes[0].width, boxes[0].height)
             image = frame_face(image, boxes[0])
         tensors = tuple(to_uint8_tensor(h.apply(image)) for h in self.harmonizations)
-        return DecodedImage(index, path, label, OK, "", found, box, tensors)
+        return DecodedImage(index, path, label, OK, "", found, box, tensors, size, quality)
+
+
+def _quality(source: Any, path: str) -> int | None:
+    """The JPEG quality in ``source``'s header (None for other formats, or a stream already
+    read by the decoder)."""
+    try:
+        return jpeg_quality(source, name=path)
+    except ImageLoadError:
+        return None

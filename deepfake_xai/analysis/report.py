@@ -19,6 +19,7 @@ import io
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,9 @@ from PIL import Image
 
 from ..metrics import HEADLINE_METRICS
 from ..paths import display_path
+from ..reliability import THRESHOLD, UNCERTAIN, VERDICTS
 from ..trust.report import VERDICT_COLUMNS
+from .outcomes import EXPLAINED, NO_STATISTICS, SHORT, WORDS, p_fake_text
 from .result import NO_SOURCE, AnalysisResult
 from .store import REPORT, SOURCE, projection_stem
 
@@ -47,7 +50,8 @@ th{background:#f4f4f4}td.num{text-align:right}.row{display:flex;flex-wrap:wrap;g
 .card .imgs{display:flex;gap:.25em;align-items:center}.card figure{margin:0;text-align:center}
 .card .who{width:9em;font-size:1.1em}.card .name{max-width:14em;overflow-wrap:anywhere}
 .card img{width:128px;height:128px;display:block}.muted{color:#777}
-.fake{color:#c0392b}.real{color:#2471a3}
+.card .why{max-width:40em;color:#8a5a00}
+.fake{color:#c0392b}.real{color:#2471a3}.uncertain{color:#8a5a00}
 """
 
 
@@ -69,6 +73,7 @@ def write_report(
         shown.update((p, display_path(n)) for p, n in names.items() if p in shown)
     sections = [
         _overview(result, folder),
+        _outcomes(result),
         _metrics(result.summary.get("metrics", {})),
         _by_source(result.by_source()),
         _trust(result),
@@ -108,7 +113,7 @@ def _overview(result: AnalysisResult, folder: str | None) -> str:
         **({"folder": folder} if folder else {}),
         "readable": summary.get("processed", "-"),
         "unreadable": summary.get("errors", len(result.errors)),
-        "detectors": ", ".join(result.detectors),
+        "detectors": ", ".join(_model(result, d) for d in result.detectors),
         "explainers": ", ".join(params["explainers"]) or "none",
         "layers": ", ".join(params["layers"]),
         "target": params["target"],
@@ -118,6 +123,50 @@ def _overview(result: AnalysisResult, folder: str | None) -> str:
     }
     rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts.items())
     return f"<table>{rows}</table>"
+
+
+def _version(result: AnalysisResult, detector: str) -> str | None:
+    """The detector's model version (its checkpoint's fingerprint) as run.json records it."""
+    return result.info["detectors"].get(detector, {}).get("fingerprint")
+
+
+def _model(result: AnalysisResult, detector: str) -> str:
+    """A detector's name with its model version, if known."""
+    version = _version(result, detector)
+    return f"{detector} (model {version})" if version else detector
+
+
+def _statistics(result: AnalysisResult, detector: str) -> dict[str, Any] | None:
+    """The detector's reliability settings as run.json records them (None: no statistics)."""
+    return result.info["detectors"].get(detector, {}).get("reliability")
+
+
+def _outcomes(result: AnalysisResult) -> str:
+    """Per detector: its model version, its reliability statistics and how many images got
+    each outcome; then what the three outcomes mean."""
+    head = ["detector", "model version", "reliability statistics"]
+    head += [WORDS[v] for v in VERDICTS] + ["no verdict"]
+    rows = []
+    for detector, counts in result.verdicts().items():
+        fitted = _statistics(result, detector)
+        version = _version(result, detector) or "-"
+        statistics = (
+            f"{fitted['method']}, flags {fitted['flag_rate']:.0%} of validation faces"
+            if fitted
+            else f"none: it {NO_STATISTICS}"
+        )
+        cells = "".join(f'<td class="num">{counts[v]}</td>' for v in (*VERDICTS, "none"))
+        rows.append(
+            f"<tr><td>{_e(detector)}</td><td><code>{_e(version)}</code></td>"
+            f"<td>{_e(statistics)}</td>{cells}</tr>"
+        )
+    header = "".join(f"<th>{_e(c)}</th>" for c in head)
+    note = (
+        f'<p class="muted">{_e(EXPLAINED)} The distance score measures how unlike the faces '
+        "the detector learnt from an image is; the model version is the start of the SHA-256 "
+        "of the detector's checkpoint file.</p>"
+    )
+    return f"<h2>Outcomes</h2><table><tr>{header}</tr>{''.join(rows)}</table>{note}"
 
 
 def _metrics(metrics: dict[str, dict[str, Any]]) -> str:
@@ -139,7 +188,7 @@ def _by_source(table: pd.DataFrame) -> str:
         return ""
     said = [c for c in table.columns if c.startswith("said_")]
     labelled = bool(table["labelled"].any())
-    columns = ["source", "detector", "images", *(c.replace("_", " ") for c in said)]
+    columns = ["source", "detector", "images", *(SHORT[c.removeprefix("said_")] for c in said)]
     columns.append("no verdict")
     if labelled:
         columns += ["accuracy", "fakes caught", "real photos called fake"]
@@ -209,7 +258,16 @@ def _trust_section(trust: dict[str, Any], folder: Path) -> str:
         parts.append(
             _rows_table(
                 robustness,
-                ("detector", "perturbation", "level", "accuracy", "roc_auc", "ece", "flipped"),
+                (
+                    "detector",
+                    "perturbation",
+                    "level",
+                    "accuracy",
+                    "roc_auc",
+                    "ece",
+                    "flipped",
+                    "flagged_uncertain",
+                ),
             )
         )
     return "".join(parts)
@@ -246,22 +304,31 @@ def _projections(result: AnalysisResult) -> str:
 
 
 def _galleries(result: AnalysisResult, names: Mapping[str, str]) -> list[str]:
-    wide = _wide(result.predictions)
+    """Galleries by outcome: said fake, no signs found, uncertain (an image goes there when any
+    detector said so), and misclassified when there are labels."""
+    rows = result.predictions
+    wide = _wide(rows)
     if wide.empty:
         return []
     scored = [d for d in result.detectors if d in wide.columns]
-    mean = wide[scored].mean(axis=1)
-    fakes = mean[mean >= 0.5].sort_values(ascending=False).index[:PER_GALLERY]
-    reals = mean[mean < 0.5].sort_values().index[:PER_GALLERY]
+    flagged = rows[rows["verdict"] == UNCERTAIN].groupby("index")["ood_score"].max()
+    flagged = flagged[flagged.index.isin(wide.index)]
+    mean = wide[scored].mean(axis=1).drop(flagged.index)
+    fakes = mean[mean >= THRESHOLD].sort_values(ascending=False).index[:PER_GALLERY]
+    reals = mean[mean < THRESHOLD].sort_values().index[:PER_GALLERY]
+    unsure = flagged.sort_values(ascending=False, na_position="last").index[:PER_GALLERY]
     kinds = _heatmap_kinds(result)
     wide["name"] = [names.get(p, display_path(p)) for p in wide["path"]]
+    outcomes = rows.set_index(["index", "detector"])
+    gallery = partial(_gallery, result=result, wide=wide, outcomes=outcomes, kinds=kinds)
     out = [
-        _gallery("Most confident fakes", result, wide, fakes, kinds),
-        _gallery("Most confident reals", result, wide, reals, kinds),
+        gallery("Said fake (highest P(fake) first)", fakes),
+        gallery(f"{WORDS['real'].capitalize()} (lowest P(fake) first)", reals),
     ]
+    if len(unsure) or any(_statistics(result, d) for d in result.detectors):
+        out.append(gallery("Uncertain (furthest from the training faces first)", unsure))
     if wide["label"].notna().any():
-        wrong = _misclassified(wide, scored)
-        out.append(_gallery("Misclassified", result, wide, wrong, kinds))
+        out.append(gallery("Misclassified", _misclassified(rows)))
     return out
 
 
@@ -293,12 +360,13 @@ def _wide(predictions: pd.DataFrame) -> pd.DataFrame:
     return wide.join(first[["path", "label", SOURCE]]).dropna(subset=list(wide.columns), how="all")
 
 
-def _misclassified(wide: pd.DataFrame, scored: list[str]) -> pd.Index:
-    labelled = wide[wide["label"].notna()]
-    truth = (labelled["label"] == "fake").astype(float)
-    miss = labelled[scored].sub(truth, axis=0).abs()
-    wrong = miss[(miss >= 0.5).any(axis=1)]
-    return wrong.max(axis=1).sort_values(ascending=False).index[:PER_GALLERY]
+def _misclassified(predictions: pd.DataFrame) -> pd.Index:
+    """Labelled images some detector called fake or real against their label, the furthest
+    P(fake) from the label first."""
+    said = predictions[predictions["verdict"].isin(("fake", "real")) & predictions["label"].notna()]
+    wrong = said[said["verdict"] != said["label"]]
+    miss = (wrong["p_fake"] - (wrong["label"] == "fake")).abs()
+    return miss.groupby(wrong["index"]).max().sort_values(ascending=False).index[:PER_GALLERY]
 
 
 def _heatmap_kinds(result: AnalysisResult) -> list[tuple[str, str]]:
@@ -316,22 +384,31 @@ def _heatmap_kinds(result: AnalysisResult) -> list[tuple[str, str]]:
 
 def _gallery(
     title: str,
+    indices: Sequence[int],
+    *,
     result: AnalysisResult,
     wide: pd.DataFrame,
-    indices: Sequence[int],
+    outcomes: pd.DataFrame,
     kinds: list[tuple[str, str]],
 ) -> str:
     if len(indices) == 0:
         return f'<h2>{_e(title)}</h2><p class="muted">No image falls in this group.</p>'
-    cards = "".join(_card(result, wide.loc[i], int(i), kinds) for i in indices)
+    cards = "".join(_card(result, wide.loc[i], int(i), outcomes, kinds) for i in indices)
     what = ", ".join(f"{e} at layer {layer}" for e, layer in kinds) or "no heatmaps"
     return (
         f'<h2>{_e(title)}</h2><p class="muted">Image as the first detector saw it, then a row '
-        f'per detector with each heatmap ({_e(what)}).</p><div class="row">{cards}</div>'
+        f"per detector with its outcome, P(fake), distance score and each heatmap "
+        f'({_e(what)}).</p><div class="row">{cards}</div>'
     )
 
 
-def _card(result: AnalysisResult, row: pd.Series, index: int, kinds: list[tuple[str, str]]) -> str:
+def _card(
+    result: AnalysisResult,
+    row: pd.Series,
+    index: int,
+    outcomes: pd.DataFrame,
+    kinds: list[tuple[str, str]],
+) -> str:
     original = _try_image(lambda: result.image(index, result.detectors[0]))
     head = [_figure(original, "input")] if original is not None else []
     label = row["label"] if isinstance(row["label"], str) else "unknown"
@@ -339,21 +416,33 @@ def _card(result: AnalysisResult, row: pd.Series, index: int, kinds: list[tuple[
     head.append(f'<div class="name">{_e(row["name"])}<br>label: {_e(label)}{source}</div>')
     rows = [f'<div class="imgs">{"".join(head)}</div>']
     for detector in result.detectors:
-        p = row.get(detector, np.nan)
-        if not np.isfinite(p):
+        outcome = outcomes.loc[(index, detector)] if (index, detector) in outcomes.index else None
+        if outcome is None or not outcome["verdict"]:
             missing = f'<div class="who">{_e(detector)}<br>no verdict</div>'
             rows.append(f'<div class="imgs">{missing}</div>')
             continue
-        verdict = "fake" if p >= 0.5 else "real"
-        cells = [
-            f'<div class="who">{_e(detector)}<br><b class="{verdict}">P(fake) {p:.3f}</b></div>'
-        ]
+        cells = [_outcome_cell(detector, outcome)]
         seen = _try_image(lambda d=detector: result.image(index, d)) if kinds else None
         for explainer, layer in kinds:
             picture = _heatmap_picture(result, index, detector, explainer, layer, seen)
             cells.append(_figure(picture, f"{_e(explainer)} · {_e(layer)}"))
         rows.append(f'<div class="imgs">{"".join(cells)}</div>')
+        if outcome["reasons"]:
+            rows.append(f'<div class="why">why uncertain: {_e(outcome["reasons"])}</div>')
     return f'<div class="card">{"".join(rows)}</div>'
+
+
+def _outcome_cell(detector: str, outcome: pd.Series) -> str:
+    """The detector's name, its outcome in words, P(fake) and the distance score if measured."""
+    verdict = outcome["verdict"]
+    distance = outcome["ood_score"]
+    lines = [
+        _e(detector),
+        f'<b class="{verdict}">{_e(WORDS[verdict])}</b>',
+        _e(p_fake_text(outcome["p_fake"])),
+        *([f"distance score {distance:.2f}"] if np.isfinite(distance) else []),
+    ]
+    return f'<div class="who">{"<br>".join(lines)}</div>'
 
 
 def _heatmap_picture(

@@ -16,10 +16,13 @@ from PIL import Image
 
 from ..explainers.base import heatmap_layers
 from ..paths import display_path, text_to_path
+from ..reliability import VERDICTS
+from .outcomes import BRIEF, NO_STATISTICS, SHORT
 from .store import (
     EMBEDDING,
     ERRORS,
     FACE_FIELDS,
+    FILLED_TEXT,
     FORMAT,
     NO_FACE,
     OK,
@@ -78,15 +81,24 @@ class AnalysisResult:
     @cached_property
     def predictions(self) -> pd.DataFrame:
         """One row per image and detector, in run order: index, path, detector, p_fake,
-        verdict, label, error, then status (ok, unreadable, no_face, invalid_score), faces (the
-        number found; <NA> with the face check off) and the box of the face analysed
-        (face_left, face_top, face_width, face_height), and source (where the image comes
-        from: a manifest's group or a sub-folder, see :mod:`.inputs`; ``""`` when unknown).
-        Rows without a verdict have NaN p_fake, an empty verdict and their reason in ``error``."""
+        verdict (``fake``, ``real``: no signs of generation found, which is no proof, or
+        ``uncertain``: unlike the faces the detector learnt from, so its P(fake) is not to be
+        relied on), ood_score (the distance to those faces, 1 or more flags; NaN when not
+        measured), reliable (<NA> when the detector has no reliability statistics), reasons
+        (why not reliable, ``"; "``-joined), label, error, then status (ok, unreadable,
+        no_face, invalid_score), faces (the number found; <NA> with the face check off) and the
+        box of the face analysed (face_left, face_top, face_width, face_height), jpeg_quality
+        (from the file's header; <NA> for other formats), model_version (the fingerprint of the
+        detector's checkpoint file; ``""`` when it came from none) and source (where the image
+        comes from: a manifest's group or a sub-folder, see :mod:`.inputs`; ``""`` when
+        unknown). Rows without a verdict have NaN p_fake, an empty verdict and their reason in
+        ``error``."""
         table = read_parts(self.out, [f for f in ROW_FIELDS if f not in ("index", "detector")])
         frame = table.to_pandas(types_mapper=pandas_type)
         if frame.empty:
             return pd.DataFrame({name: pd.Series(dtype=object) for name in COLUMNS})
+        for name in FILLED_TEXT:
+            frame[name] = frame[name].fillna("")
         frame["path"] = pd.Series([text_to_path(p) for p in frame["path"]], dtype=object)
         frame["label"] = frame["label"].astype(object).where(frame["label"].notna(), None)
         sources = self._inputs.set_index("index")[SOURCE]
@@ -137,6 +149,17 @@ class AnalysisResult:
         said = [f"said_{v}" for v in verdicts]
         return pd.DataFrame(table, columns=[SOURCE, "detector", "images", *said, *BY_SOURCE])
 
+    def verdicts(self) -> dict[str, dict[str, int]]:
+        """Per detector, how many images got each verdict (fake, real, uncertain) and how many
+        got ``none`` (unreadable, no face, unusable score)."""
+        rows = self.predictions
+        out = {}
+        for name in self.detectors:
+            given = rows.loc[rows["detector"] == name, "verdict"]
+            counts = {v: int((given == v).sum()) for v in VERDICTS}
+            out[name] = {**counts, "none": int((given == "").sum())}
+        return out
+
     @property
     def errors(self) -> pd.DataFrame:
         """The images that could not be read: index, path, reason."""
@@ -183,7 +206,8 @@ class AnalysisResult:
         return path if path.exists() else None
 
     def projection(self, detector: str) -> pd.DataFrame:
-        """The 2-D projection of ``detector``'s embeddings: index, path, x, y, label, p_fake."""
+        """The 2-D projection of ``detector``'s embeddings: index, path, x, y, label, p_fake,
+        verdict (absent from projections written before the three outcomes)."""
         self._check_detector(detector)
         path = self.out / f"{projection_stem(detector)}.csv"
         if not path.exists():
@@ -337,7 +361,8 @@ class AnalysisResult:
         if s.get("no_face") is not None:
             lines.append(f"  no face found: {s['no_face']} (no verdict for them)")
         if s.get("invalid_scores"):
-            lines.append(f"  NaN scores (no verdict): {s['invalid_scores']}")
+            lines.append(f"  NaN or infinite scores (no verdict): {s['invalid_scores']}")
+        lines += self._describe_verdicts(s.get("verdicts", {}))
         for detector, metrics in s.get("metrics", {}).items():
             shown = ", ".join(
                 f"{name} {metrics[name]:.3f}"
@@ -350,6 +375,18 @@ class AnalysisResult:
         lines.append(f"outputs: {self.out}{report}")
         return "\n".join(line for line in lines if line)
 
+    def _describe_verdicts(self, verdicts: dict[str, dict[str, int]]) -> list[str]:
+        """A line per detector: its model version and how many images got each outcome."""
+        lines = []
+        for detector, counts in verdicts.items():
+            facts = self.info["detectors"].get(detector, {})
+            version = f" (model {facts['fingerprint']})" if facts.get("fingerprint") else ""
+            said = ", ".join(f"{SHORT[v]} {counts.get(v, 0)}" for v in VERDICTS)
+            lines.append(f"  {detector}{version}: {said}")
+            if "reliability" in facts and facts["reliability"] is None:
+                lines.append(f"    {detector} {NO_STATISTICS}")
+        return [*lines, f"  ({BRIEF})"] if lines else []
+
     def _describe_sources(self) -> list[str]:
         """A line per source and detector, when the images come from several sources."""
         table = self.by_source()
@@ -358,12 +395,14 @@ class AnalysisResult:
         lines = ["  by source:"]
         for row in table.to_dict("records"):
             said = [
-                f"{k.removeprefix('said_')} {v}" for k, v in row.items() if k.startswith("said_")
+                f"{SHORT[k.removeprefix('said_')]} {v}"
+                for k, v in row.items()
+                if k.startswith("said_")
             ]
             scored = f", accuracy {row['accuracy']:.3f}" if row["labelled"] else ""
             lines.append(
                 f"    {row[SOURCE] or NO_SOURCE}, {row['detector']}: {row['images']} images "
-                f"(said {', '.join(said) or 'nothing'}){scored}"
+                f"({', '.join(said) or 'no verdict'}){scored}"
             )
         return lines
 

@@ -1,16 +1,18 @@
 """The on-disk layout of an analysis run: Parquet parts that any number of writers can add.
 
 A run folder holds ``run.json`` (parameters, fingerprint, status, summary), ``inputs.parquet``
-(index, path, label, source) and ``parts/``, where each committed block of results is
-one Parquet file: one row per image and detector with its P(fake), verdict, status, face box,
-embedding and heatmaps. A part is written under a temporary name, synced, then renamed into
-place, so it is either whole or absent; the rename is the commit, and the folder listing is the
-manifest. Writers therefore share no file: the local loop and a Ray driver write parts the same
-way, and a writer killed at any moment leaves only complete parts (plus a temporary file that
-the next run removes). Every block holds whole images, so an image is done once a part holds
-its rows; should a retried writer commit an image twice, readers keep the first part's rows
-(parts sort by name), so no row is ever read twice. ``predictions.csv``, ``predictions.parquet``
-and ``errors.csv`` are flat exports written at the end of a run.
+(index, path, label, source) and ``parts/``, where each committed block of results is one
+Parquet file: one row per image and detector with its P(fake), verdict (``fake``, ``real`` or
+``uncertain``), distance score and reasons, status, face box, JPEG quality, model version,
+embedding and heatmaps. Parts written before a row column existed read back with it null. A
+part is written under a temporary name, synced, then renamed into place, so it is either whole
+or absent; the rename is the commit, and the folder listing is the manifest. Writers therefore
+share no file: the local loop and a Ray driver write parts the same way, and a writer killed at
+any moment leaves only complete parts (plus a temporary file that the next run removes). Every
+block holds whole images, so an image is done once a part holds its rows; should a retried
+writer commit an image twice, readers keep the first part's rows (parts sort by name), so no
+row is ever read twice. ``predictions.csv``, ``predictions.parquet`` and ``errors.csv`` are flat
+exports written at the end of a run.
 
 Paths are stored as text by :func:`deepfake_xai.paths.path_to_text`, so any file name (even one
 that is not UTF-8) round-trips through every file here.
@@ -45,9 +47,24 @@ PREDICTIONS_PARQUET = "predictions.parquet"
 ERRORS = "errors.csv"
 REPORT = "report.html"
 
-PREDICTION_FIELDS = ("index", "path", "detector", "p_fake", "verdict", "label", "error")
+RELIABILITY_FIELDS = ("ood_score", "reliable", "reasons")
 FACE_FIELDS = ("faces", "face_left", "face_top", "face_width", "face_height")
-ROW_FIELDS = (*PREDICTION_FIELDS, "status", *FACE_FIELDS)
+JPEG_QUALITY = "jpeg_quality"  # read from the file's header; null for other formats
+MODEL_VERSION = "model_version"  # the checkpoint file's fingerprint; "" when not from a file
+ROW_FIELDS = (
+    "index",
+    "path",
+    "detector",
+    "p_fake",
+    "verdict",
+    *RELIABILITY_FIELDS,
+    "label",
+    "error",
+    "status",
+    *FACE_FIELDS,
+    JPEG_QUALITY,
+    MODEL_VERSION,
+)
 SOURCE = "source"  # per image, in inputs.parquet: where it comes from ("" when unknown)
 ERROR_FIELDS = ("index", "path", "reason")
 EMBEDDING = "embedding"
@@ -67,12 +84,19 @@ ROW_SCHEMA = pa.schema(
         ("detector", pa.string()),
         ("p_fake", pa.float64()),
         ("verdict", pa.string()),
+        ("ood_score", pa.float64()),
+        ("reliable", pa.bool_()),
+        ("reasons", pa.string()),
         ("label", pa.string()),
         ("error", pa.string()),
         ("status", pa.string()),
         *((name, pa.int32()) for name in FACE_FIELDS),
+        (JPEG_QUALITY, pa.int32()),
+        (MODEL_VERSION, pa.string()),
     ]
 )
+FILLED_TEXT = ("reasons", MODEL_VERSION)  # "" in rows of runs written before these columns
+REASONS_SEPARATOR = "; "
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
 _PART_NAME = re.compile(r"part-\d+-[0-9a-f]+\.parquet")
@@ -81,7 +105,7 @@ _OWNED_DIRS = (PARTS, "cams", "embeddings")  # the last two: format 1 runs
 _OWNED_PATTERNS = ("projection_*.csv", "projection_*.png")
 _FINGERPRINT_PARTS = {
     "inputs": "images, labels or sources",
-    "detectors": "detectors (names, weights or preprocessing)",
+    "detectors": "detectors (names, weights, preprocessing or reliability statistics)",
     "explanation": "explainers, layers or target",
     "faces": "face check (faces=)",
 }
@@ -192,11 +216,12 @@ def part_files(out: Path) -> list[Path]:
 
 def read_parts(out: Path, columns: Sequence[str], detector: str | None = None) -> pa.Table:
     """``columns`` of every committed row (first copy of each image and detector), optionally
-    of one detector only; ``index`` and ``detector`` are always included."""
+    of one detector only; ``index`` and ``detector`` are always included. A row column that a
+    part lacks (written before it existed) is null there."""
     wanted = list(dict.fromkeys(["index", "detector", *columns]))
     tables = []
     for part in part_files(out):
-        table = pq.read_table(part, columns=wanted)
+        table = _read_rows(part, wanted)
         if detector is not None:
             table = table.filter(pc.equal(table["detector"], detector))
         tables.append(table)
@@ -206,6 +231,18 @@ def read_parts(out: Path, columns: Sequence[str], detector: str | None = None) -
     keys = pd.DataFrame({"i": table["index"].to_numpy(), "d": table["detector"].to_pylist()})
     duplicated = keys.duplicated(["i", "d"]).to_numpy()
     return table.filter(pa.array(~duplicated)) if duplicated.any() else table
+
+
+def _read_rows(part: Path, columns: Sequence[str]) -> pa.Table:
+    """``columns`` of one part, in order; a row column the part lacks is all null."""
+    with pq.ParquetFile(part) as file:
+        names = set(file.schema_arrow.names)
+        table = file.read(columns=[c for c in columns if c in names or c not in ROW_SCHEMA.names])
+    for name in columns:
+        if name not in table.column_names:
+            kind = ROW_SCHEMA.field(name).type
+            table = table.append_column(pa.field(name, kind), pa.nulls(table.num_rows, kind))
+    return table.select(list(columns))
 
 
 def _empty(columns: Sequence[str]) -> pa.Table:
@@ -224,8 +261,11 @@ def read_inputs(out: Path) -> pd.DataFrame:
 
 
 def pandas_type(arrow_type: pa.DataType) -> Any:
-    """int32 columns (faces, box) as pandas' nullable Int64."""
-    return pd.Int64Dtype() if pa.types.is_int32(arrow_type) else None
+    """int32 columns (faces, box, JPEG quality) as pandas' nullable Int64, booleans (reliable)
+    as its nullable boolean."""
+    if pa.types.is_int32(arrow_type):
+        return pd.Int64Dtype()
+    return pd.BooleanDtype() if pa.types.is_boolean(arrow_type) else None
 
 
 def fingerprint_differences(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:

@@ -1,7 +1,11 @@
 """``deepfake-xai analyze``: find faces, predict, explain and project images into a folder.
 
+The printed summary gives each detector's model version and how many images it called fake,
+found no signs of generation in, or was uncertain about (unlike the faces it learnt from).
+
 Exit status: 0 when every image was processed, 1 when some could not be read (their reasons
-are in ``errors.csv``), 2 for usage errors (including a missing extra).
+are in ``errors.csv``) or when no score at all was usable (every detector returned NaN or
+infinite scores for every image it saw), 2 for usage errors (including a missing extra).
 """
 
 from __future__ import annotations
@@ -96,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis import DEFAULT_DETECTORS, analyze
     from ..analysis.ray_backend import RayExtraMissing
     from ..faces import FacesExtraMissing
+    from ..reliability import VERDICTS
     from ..runtime import configure_threads
 
     on_ray = args.ray is not None
@@ -132,4 +137,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"deepfake-xai analyze: error: {exc}", file=sys.stderr)
         return 2
     print(result.describe())
-    return 1 if result.summary["errors"] else 0
+    summary = result.summary
+    given = sum(counts[v] for counts in summary["verdicts"].values() for v in VERDICTS)
+    if summary["invalid_scores"] and not given:
+        print(
+            "deepfake-xai analyze: error: no usable score: every detector returned NaN or "
+            "infinite scores for every image, so no verdict was given",
+            file=sys.stderr,
+        )
+        return 1
+    return 1 if summary["errors"] else 0

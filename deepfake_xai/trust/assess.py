@@ -2,7 +2,8 @@
 perturb, harmonise, predict and explain on the device for every detector and explainer.
 
 Per batch of decoded images, every photometric perturbation level is applied once and shared by
-all detectors (each then harmonises it its own way); predictions at every level feed the
+all detectors (each then harmonises it its own way); predictions at every level (through the
+engine, with the distance score of a detector that has reliability statistics) feed the
 robustness curves. On the explanation subset (a balanced, seeded sample of at most
 ``explain_images`` images) each explainer's map of the clean image is compared with its map of
 every perturbed, shifted or flipped copy (stability), scored by deletion and insertion against a
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data import LoadFailure, Sample
 from ..detectors import Detector
+from ..engine import Engine
 from ..explainers.base import AttributionExplainer, heatmap_layers
 from ..explainers.faithfulness import perturbation_curve, resize_maps
 from ..images import ImageLoadError, load_image
@@ -113,6 +115,17 @@ class _Assessment:
         self.groups: dict[Harmonization, list[str]] = defaultdict(list)
         for name, detector in self.detectors.items():
             self.groups[detector.harmonization].append(name)
+        # One engine each: two detectors of one name (from two runs) may be compared.
+        self.engines = {
+            name: Engine(
+                [detector],
+                method=None,
+                device=self.device,
+                amp=False,
+                channels_last=self.channels_last,
+            )
+            for name, detector in self.detectors.items()
+        }
         targets = np.array([s.target for s in samples], dtype=np.int64)
         self.explain = _balanced_subset(targets, settings.explain_images, settings.seed)
         self.measured = Measurements()
@@ -164,6 +177,7 @@ class _Assessment:
         levels = [CLEAN, *self.photometric]
         inputs: dict[tuple[str, str], torch.Tensor] = {}
         logits: dict[tuple[str, str], torch.Tensor] = {}
+        distances: dict[tuple[str, str], np.ndarray] = {}
         with torch.no_grad():
             for level in levels:
                 with self._timed("perturb"):
@@ -172,12 +186,17 @@ class _Assessment:
                 for harmonization, names in self.groups.items():
                     for name in names:
                         with self._timed("predict"):
-                            detector = self.detectors[name]
-                            logit = detector(self._input(detector, harmonised[harmonization]))
-                        logit = logit.float()
-                        logits[name, level.label] = logit
+                            batch = harmonised[harmonization]
+                            outputs = self.engines[name].run(batch, check_finite=False)
+                            output = outputs[self.detectors[name].name]
+                        logits[name, level.label] = torch.from_numpy(output.logits).to(self.device)
+                        distances[name, level.label] = (
+                            np.full(len(batch), np.nan)
+                            if output.ood_scores is None
+                            else output.ood_scores
+                        )
                         if subset.any() and self.explained:
-                            inputs[name, level.label] = harmonised[harmonization][subset.cpu()]
+                            inputs[name, level.label] = batch[subset.cpu()]
         for name in self.detectors:
             clean = logits[name, CLEAN.label]
             for level in levels:
@@ -188,6 +207,7 @@ class _Assessment:
                         targets.numpy(),
                         torch.sigmoid(logit).cpu().numpy(),
                         ((logit > 0) != (clean > 0)).cpu().numpy(),
+                        distances[name, level.label],
                     )
                 )
         if subset.any() and self.explained:

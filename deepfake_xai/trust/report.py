@@ -188,7 +188,9 @@ def _robustness(measured: Measurements, perturbations: list[Perturbation]) -> pd
             parts = measured.predictions.get((detector, level.label))
             if not parts:
                 continue
-            _, y, p, flipped = (np.concatenate(column) for column in zip(*parts, strict=True))
+            _, y, p, flipped, distance = (
+                np.concatenate(column) for column in zip(*parts, strict=True)
+            )
             metrics = classification_metrics(y, p)
             means = [float(p[y == c].mean()) if (y == c).any() else math.nan for c in (0, 1)]
             clean_means = means if clean_means is None else clean_means
@@ -206,6 +208,7 @@ def _robustness(measured: Measurements, perturbations: list[Perturbation]) -> pd
                     "shift_real": means[0] - clean_means[0],
                     "shift_fake": means[1] - clean_means[1],
                     "flipped": float(flipped.mean()),
+                    "flagged_uncertain": _flagged(distance),
                     "n": metrics["n"],
                 }
             )
@@ -350,7 +353,9 @@ def _robustness_markdown(table: pd.DataFrame, digits: int) -> str:
         "",
         "Accuracy, ROC AUC and calibration error (ECE) as the images are degraded before the "
         "detector sees them; mean P(fake) per class and its shift from the clean images; "
-        "`flipped`: share of verdicts that changed.",
+        "`flipped`: share of verdicts that changed; `flagged_uncertain`: share whose distance "
+        "score says they are unlike the faces the detector learnt from (detectors with "
+        "reliability statistics).",
         "",
     ]
     columns = (
@@ -365,6 +370,7 @@ def _robustness_markdown(table: pd.DataFrame, digits: int) -> str:
         "mean_p_fake_fake",
         "shift_fake",
         "flipped",
+        "flagged_uncertain",
         "n",
     )
     lines.append(_table(table, columns, digits))
@@ -441,6 +447,12 @@ def _table(frame: pd.DataFrame, columns: tuple[str, ...], digits: int) -> str:
 def _nanmean(values: np.ndarray) -> float:
     values = np.asarray(values, dtype=np.float64)
     return float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+
+
+def _flagged(distance: np.ndarray) -> float:
+    """The share of images whose distance score flags them (NaN: no reliability statistics)."""
+    measured = np.isfinite(distance)
+    return float((distance[measured] >= 1.0).mean()) if measured.any() else math.nan
 
 
 def _missing(value: Any) -> bool:

@@ -3,12 +3,15 @@
 
 Stages, each shown in the progress bar: decoding and finding faces (each image's largest face is
 framed like the training photos; an image with no face gets no verdict), the detectors, the
-projection, the report. The page shows a summary (verdict counts per detector and, with labels,
+projection, the report. The page shows a summary (per detector its model version and how many
+images it called fake, showed no signs of generation or was uncertain about and, with labels,
 accuracy, ROC AUC and a confusion matrix; per source too when the images come from several), the
-predictions table, heatmap overlays and one projection per detector whose points open their
-image and heatmap when selected. An upload's source is found from its path inside its zip, the
-zip's name first, as :func:`deepfake_xai.analysis.inputs.folder_sources` finds it in a folder;
-an image uploaded on its own has none.
+predictions table (outcome, P(fake), distance score and why uncertain), heatmap overlays and one
+projection per detector whose points open their image and heatmap when selected. The CSV adds
+whether each verdict could be relied on and the model version. An upload's source is found from
+its path inside its zip, the zip's name first, as
+:func:`deepfake_xai.analysis.inputs.folder_sources` finds it in a folder; an image uploaded on
+its own has none.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ import gradio as gr
 import pandas as pd
 
 from ..analysis.inputs import folder_sources
+from ..analysis.outcomes import EXPLAINED, NO_STATISTICS, SHORT, p_fake_text
 from ..analysis.projection import MIN_POINTS
+from ..analysis.store import UNREADABLE
 from ..detectors import Detector
 from ..images import ImageLoadError, load_image
 from .errors import friendly, user_error
@@ -39,15 +44,21 @@ GALLERY_SIZE = 48
 NO_FACE = "no face found: no verdict"
 COLOUR = "label and verdict"
 P_FAKE = "P(fake)"
-TABLE_COLUMNS = ["file", "detector", P_FAKE, "verdict", "label", "faces", "note"]
-# Right answers in the class colour, mistakes in a lighter shade of the predicted class's colour.
+DISTANCE = "distance"
+TABLE_COLUMNS = ["file", "detector", "verdict", P_FAKE, DISTANCE, "label", "faces", "note"]
+CSV_COLUMNS = [*TABLE_COLUMNS, "reliable", "model version"]  # the download adds these
+FOUND = SHORT["real"]
+UNCERTAIN = SHORT["uncertain"]
+# Right answers in the class colour, mistakes in a lighter shade of the predicted class's colour,
+# uncertain (whatever the label) in grey.
 COLOURS = {
-    "said real": "#2b83ba",
+    FOUND: "#2b83ba",
     "said fake": "#d7191c",
-    "real, said real": "#2b83ba",
+    f"real, {FOUND}": "#2b83ba",
     "fake, said fake": "#d7191c",
-    "fake, said real": "#abd9e9",
+    f"fake, {FOUND}": "#abd9e9",
     "real, said fake": "#fdae61",
+    UNCERTAIN: "#8c8c8c",
 }
 PROJECTION_NAMES = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
 
@@ -117,7 +128,7 @@ def build_batch_tab(
                 interactive=False,
                 max_height=360,
                 wrap=True,
-                column_widths=["24%", "16%", "9%", "9%", "8%", "7%", "27%"],
+                column_widths=["20%", "14%", "11%", "7%", "7%", "6%", "5%", "30%"],
                 elem_id="batch-table",
             )
             gallery = gr.Gallery(
@@ -192,12 +203,13 @@ def _opener(detector: str):
 
 
 LEGEND_MEANING = {
-    "real, said real": "real photo, detector right",
+    f"real, {FOUND}": "real photo, detector right",
     "fake, said fake": "fake, detector right",
-    "fake, said real": "fake the detector missed",
+    f"fake, {FOUND}": "fake the detector missed",
     "real, said fake": "real photo flagged as fake",
-    "said real": "no label, detector says real",
+    FOUND: "no label, detector found no signs of generation",
     "said fake": "no label, detector says fake",
+    UNCERTAIN: "unlike the faces the detector learnt from (any label)",
 }
 
 
@@ -248,9 +260,8 @@ def open_points(data: dict, detector: str, evt: gr.SelectData) -> list[tuple[Any
     result = AnalysisResult(picked[0]["out"])
     items = []
     for row in picked:
-        items.append(
-            (result.image(row["index"], detector), f"{row['file']} ({row['p_fake']:.0%} fake)")
-        )
+        caption = f"{row['file']} ({p_fake_text(row['p_fake'])})"
+        items.append((result.image(row["index"], detector), caption))
         items.append((result.overlay(row["index"], detector), f"{row['file']}: heatmap"))
     return items
 
@@ -311,14 +322,14 @@ def run_batch(
         report_path = write_report(result, run_dir / "report.html", names=prepared.shown)
     table = _table(result, prepared, detectors)
     csv_path = run_dir / "predictions.csv"
-    table.to_csv(csv_path, index=False)
+    table.to_csv(csv_path, index=False)  # CSV_COLUMNS; the page shows TABLE_COLUMNS
     archive = _archive(run_dir, csv_path, report_path, result)
     scatters, points = {}, {}
     for name in scatter_order:
         scatters[name], points[name] = _scatter(result, name, prepared, projection)
     return [
         _summary(table, prepared, uploads.skipped, result, detectors, projection),
-        table,
+        table[TABLE_COLUMNS],
         str(csv_path),
         _gallery(result, detectors, prepared),
         *scatters.values(),
@@ -401,28 +412,37 @@ def _file(path: str | Path, root: Path) -> str:
 
 
 def _table(result: Any, prepared: Prepared, detectors: Sequence[Detector]) -> pd.DataFrame:
-    """One row per image and detector, readable names, rounded numbers, sorted by file."""
+    """One row per image and detector (:data:`CSV_COLUMNS`): readable names and outcomes,
+    rounded numbers, why a verdict is uncertain or missing in ``note``; sorted by file."""
     rows = []
     if result is not None:
         for row in result.predictions.itertuples():
             shown = prepared.shown.get(row.path, Path(row.path).name)
-            error = row.error or ""
+            if row.verdict:
+                note = row.reasons
+            elif row.status == UNREADABLE:
+                note = f"unreadable: {row.error}"
+            else:
+                note = row.error
             rows.append(
                 {
                     "file": shown,
                     "detector": _name(row.detector, detectors),
-                    P_FAKE: None if error else round(float(row.p_fake), 3),
-                    "verdict": "" if error else row.verdict,
+                    "verdict": SHORT.get(row.verdict, ""),
+                    P_FAKE: round(float(row.p_fake), 2) if row.verdict else None,
+                    DISTANCE: None if pd.isna(row.ood_score) else round(float(row.ood_score), 2),
                     "label": row.label or "",
                     "faces": prepared.faces.get(shown, ""),
-                    "note": f"unreadable: {error}" if error else "",
+                    "note": note,
+                    "reliable": row.reliable,
+                    "model version": row.model_version,
                 }
             )
     for shown, reason in prepared.unreadable:
         rows += [_blank(shown, d, detectors, f"unreadable: {reason}") for d in detectors]
     for shown in prepared.no_face:
         rows += [_blank(shown, d, detectors, NO_FACE, faces=0) for d in detectors]
-    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    table = pd.DataFrame(rows, columns=CSV_COLUMNS)
     return table.sort_values(["file", "detector"], kind="stable").reset_index(drop=True)
 
 
@@ -431,11 +451,11 @@ def _blank(shown: str, detector: Detector, detectors, note: str, faces: Any = ""
     return {
         "file": shown,
         "detector": _name(detector.name, detectors),
-        P_FAKE: None,
         "verdict": "no face" if faces == 0 else "",
         "label": label,
         "faces": faces,
         "note": note,
+        "model version": detector.fingerprint or "",
     }
 
 
@@ -458,8 +478,10 @@ def _gallery(result: Any, detectors: Sequence[Detector], prepared: Prepared) -> 
             if len(items) >= GALLERY_SIZE:
                 return items
             shown = prepared.shown.get(row.path, Path(row.path).name)
-            # Verdict first: the gallery cuts long captions at the tile's width.
-            caption = f"{row.verdict} {row.p_fake:.0%} · {Path(shown).name} · {title}"
+            # Outcome first: the gallery cuts long captions at the tile's width.
+            caption = (
+                f"{SHORT[row.verdict]} · {p_fake_text(row.p_fake)} · {Path(shown).name} · {title}"
+            )
             items.append((result.overlay(int(row.index), detector.name), caption))
     return items
 
@@ -474,9 +496,8 @@ def _scatter(
         frame = result.projection(detector)
     except FileNotFoundError:
         return None, []
-    verdicts = ["said fake" if p >= 0.5 else "said real" for p in frame["p_fake"]]
     labels = frame["label"].fillna("").astype(str)
-    colour = [f"{lab}, {v}" if lab else v for lab, v in zip(labels, verdicts, strict=True)]
+    colour = [_colour(v, label) for v, label in zip(frame["verdict"], labels, strict=True)]
     files = [prepared.shown.get(p, Path(p).name) for p in frame["path"]]
     # no column may be called "path": gradio_client would take the plot for a file to download
     shown = pd.DataFrame(
@@ -508,6 +529,14 @@ def _scatter(
     return plot, points
 
 
+def _colour(verdict: str, label: str) -> str:
+    """A point's key in :data:`COLOURS`: its label and the detector's outcome."""
+    if verdict == "uncertain":
+        return UNCERTAIN
+    said = "said fake" if verdict == "fake" else FOUND
+    return f"{label}, {said}" if label else said
+
+
 def _summary(
     table: pd.DataFrame,
     prepared: Prepared,
@@ -530,24 +559,30 @@ def _summary(
     if several:
         lines.append(f"{several} image(s) held several faces: the largest was analysed.")
     metrics = (result.summary.get("metrics", {}) if result is not None else {}) or {}
-    lines += ["", "| detector | said fake | said real | accuracy | ROC AUC | labelled |"]
-    lines.append("|---|---:|---:|---:|---:|---:|")
+    outcomes = [SHORT[v] for v in ("fake", "real", "uncertain")]
+    lines += ["", f"| detector | model | {' | '.join(outcomes)} | accuracy | ROC AUC | labelled |"]
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
     for detector in detectors:
         title = display_name(detector.name, detector.architecture)
-        rows = table[table["detector"] == title]
+        said = table.loc[table["detector"] == title, "verdict"]
         m = metrics.get(detector.name, {})
+        counts = " | ".join(str((said == outcome).sum()) for outcome in outcomes)
         lines.append(
-            f"| {plain(title)} | {(rows['verdict'] == 'fake').sum()} | "
-            f"{(rows['verdict'] == 'real').sum()} | {_pct(m.get('accuracy'))} | "
-            f"{_num(m.get('roc_auc'))} | {m.get('n', 0)} |"
+            f"| {plain(title)} | {detector.fingerprint or '-'} | {counts} | "
+            f"{_pct(m.get('accuracy'))} | {_num(m.get('roc_auc'))} | {m.get('n', 0)} |"
         )
+    lines += [
+        f"\n_{plain(display_name(d.name, d.architecture))} {NO_STATISTICS}._"
+        for d in detectors
+        if d.reliability is None
+    ]
     for detector in detectors:
         m = metrics.get(detector.name)
         if m and m.get("n"):
             title = plain(display_name(detector.name, detector.architecture))
             lines += [
                 "",
-                f"| {title}: confusion | said real | said fake |",
+                f"| {title}: confusion at P(fake) 0.5, uncertain included | below | 0.5 or more |",
                 "|---|---:|---:|",
                 f"| really real | {m['tn']} | {m['fp']} |",
                 f"| really fake | {m['fn']} | {m['tp']} |",
@@ -567,7 +602,8 @@ def _summary(
         lines.append(f"\n**Skipped ({len(skipped)}):**")
         lines += [f"- {plain(reason)}" for reason in skipped]
     lines.append(
-        f"\nHeatmaps: {METHOD_NAMES['gradcam']}, last layer. Threshold: P(fake) ≥ 0.5 is fake."
+        f"\n{EXPLAINED} Distance: how unlike those faces the image is. "
+        f"Heatmaps: {METHOD_NAMES['gradcam']}, last layer."
     )
     return "\n".join(lines)
 
@@ -582,7 +618,8 @@ def _by_source(table: pd.DataFrame, detectors: Sequence[Detector]) -> list[str]:
         return []
     said = [c for c in table.columns if c.startswith("said_")]
     labelled = bool(table["labelled"].any())
-    head = ["source", "detector", "images", *(c.replace("_", " ") for c in said), "no verdict"]
+    head = ["source", "detector", "images", *(SHORT[c.removeprefix("said_")] for c in said)]
+    head.append("no verdict")
     if labelled:
         head += ["accuracy", "fakes caught", "real photos called fake"]
     lines = ["", f"| {' | '.join(head)} |", "|---|---|" + "---:|" * (len(head) - 2)]

@@ -55,6 +55,7 @@ DEGRADATIONS = {
     "half size + JPEG 70": Perturbation("social", "0.5:70"),
 }
 FIT_PER_CLASS = 1000
+OWN = "the checkpoint's own"  # the statistics stored in the checkpoint, as it ships
 BATCH = 32
 
 
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
         faces = faces.with_copies({args.autoencoder_dir / output_name(p): p for p in sources})
     scored = {f.name: _score(detector, f, faces) for f in _families(samples, args)}
     fits = _reliability_fits(detector, samples, faces)
+    if detector.reliability is not None:
+        fits = {OWN: detector.reliability, **fits}
     record = {
         "checkpoint": str(args.checkpoint),
         "training": _training(detector),

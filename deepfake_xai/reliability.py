@@ -250,9 +250,10 @@ def input_problems(
     when nothing does or the detector has no reliability statistics."""
     if detector.reliability is None:
         return []
-    from .faces import framing_square
+    from .faces import framing_crop
 
-    side = framing_square(size, box)[2] if box is not None else min(size)
+    crop = framing_crop(size, box) if box is not None else None  # None: the whole image
+    side = crop[2] if crop is not None else min(size)
     return detector.reliability.input_problems(face_side=side, jpeg_quality=jpeg_quality)
 
 

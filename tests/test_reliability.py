@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from safetensors.torch import save_file
 import deepfake_xai as dx
 from deepfake_xai.detectors.checkpoint import CheckpointError
 from deepfake_xai.engine import Engine
+from deepfake_xai.faces import FaceBox
 from deepfake_xai.reliability import (
     EMBEDDING,
     TENSOR_PREFIX,
@@ -21,6 +23,7 @@ from deepfake_xai.reliability import (
     assess,
     collect_features,
     fit_detector,
+    input_problems,
 )
 
 SIZE = 48
@@ -98,6 +101,18 @@ def test_input_problems_name_the_limit():
     assert "40 px" in small and "64 px" in small
     assert "about 20" in rough and "30" in rough
     assert fitted.input_problems() == []
+
+
+def test_input_problems_measure_the_face_as_analysed():
+    """A training-style photo (the face framed like FFHQ, so analysed whole) is never "smaller
+    than the training faces", whatever its framing square measures; a small face in a large
+    photo is measured by the crop that is analysed."""
+    detector = SimpleNamespace(reliability=Reliability({}, min_face_side=256))
+    aligned = FaceBox(x=50, y=50, width=140, height=170)  # its framing square: 233 px
+    assert input_problems(detector, (256, 256), aligned) == []
+    assert input_problems(detector, (256, 256)) == []
+    (small,) = input_problems(detector, (1024, 768), FaceBox(x=500, y=300, width=40, height=50))
+    assert "smaller than any" in small
 
 
 def _noise(n: int, seed: int) -> torch.Tensor:

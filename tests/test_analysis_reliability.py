@@ -5,6 +5,7 @@ reliability statistics were fitted on noise, and the same detector without them.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from PIL import Image, ImageFilter
 
 import deepfake_xai as dx
 from deepfake_xai.analysis import AnalysisResult, analyze
-from deepfake_xai.analysis.outcomes import NO_STATISTICS
+from deepfake_xai.analysis.outcomes import NO_STATISTICS, p_fake_text
 from deepfake_xai.analysis.store import RELIABILITY_FIELDS, part_files, write_parquet
 from deepfake_xai.reliability import fit_detector
 
@@ -254,7 +255,7 @@ def test_the_batch_tab_counts_each_outcome_and_downloads_the_reliability_fields(
     assert set(download["model version"]) == {fitted.fingerprint}
     assert set(download["reliable"].astype(str)) == {"True", "False"}
     captions = [caption for _, caption in gallery]
-    assert all(" · P(fake) 0." in c or " · P(fake) 1." in c for c in captions)
+    assert all(re.search(r" · P\(fake\) (0\.\d\d|above 0\.99|below 0\.01) · ", c) for c in captions)
     assert not any("%" in c for c in captions)
     points = pd.DataFrame(scatter.value["data"], columns=scatter.value["columns"])
     assert "uncertain" in set(points["label and verdict"])
@@ -315,3 +316,9 @@ def test_evaluate_reports_the_share_flagged_and_the_accuracy_on_the_rest(
     assert 0 <= robustness[fitted, "1"]["flagged_uncertain"] <= 1
     assert robustness[bare, "1"]["flagged_uncertain"] is None
     assert "flagged_uncertain" in (tmp_path / "comparison.md").read_text()
+
+
+def test_p_fake_is_never_written_as_certainty():
+    assert p_fake_text(0.934) == "P(fake) 0.93"
+    assert p_fake_text(0.9999) == "P(fake) above 0.99"
+    assert p_fake_text(1e-6) == "P(fake) below 0.01"

@@ -1,7 +1,8 @@
 """The app in a real browser (headless Chromium driven by Playwright): what a person must see.
 
-One server for the module; screenshots of every tab at 1400 x 900 and 400 px wide are saved to
-``$DEEPFAKE_XAI_SCREENSHOTS`` (default ``runs/screenshots``) so CI can keep them.
+One server for the module, serving the shipped detector; screenshots of every tab and of each
+outcome at 1400 x 900 and 400 px wide are saved to ``$DEEPFAKE_XAI_SCREENSHOTS`` (default
+``runs/screenshots``) so CI can keep them.
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ import socket
 from pathlib import Path
 
 import pytest
+from PIL import Image, ImageFilter
 
 import deepfake_xai as dx
 from deepfake_xai.faces import faces_available
 from deepfake_xai.ui import build_demo, serve
+from deepfake_xai.ui.about_tab import limits_line
+from deepfake_xai.ui.batch_tab import FOUND
 from deepfake_xai.ui.example_files import PACKAGED
+from deepfake_xai.ui.text import OUTCOME_TITLES, display_name
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -34,6 +39,7 @@ TIMEOUT_MS = 120_000
 WIDE = {"width": 1400, "height": 900}
 NARROW = {"width": 400, "height": 900}
 ERROR_STAYS_S = 20
+CANDIDATES = 30  # shared faces tried per outcome, in name order
 
 pytestmark = [
     pytest.mark.browser,
@@ -55,12 +61,14 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def app_url():
-    detectors = [
-        dx.load_detector(name, image_size=48, device="cpu")
-        for name in ("efficientnet_b0", "mobilenetv2_100")
-    ]
-    demo = build_demo(detectors=detectors)
+def detector():
+    """The detector the app serves by default, as a person meets it."""
+    return dx.load_detector("default", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def app_url(detector):
+    demo = build_demo(detectors=[detector])
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -70,6 +78,39 @@ def app_url():
         yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
+
+
+@pytest.fixture(scope="module")
+def outcome_images(app_url, detector, faces_sample_module, tmp_path_factory) -> dict[str, Path]:
+    """A shared face per outcome, chosen by what the served detector says about it: a fake it
+    catches, a real photo it finds no signs in, and a shrunk or blurred copy of that photo
+    that it cannot tell about."""
+    import gradio_client
+
+    client = gradio_client.Client(app_url, verbose=False)
+
+    def verdict(path: Path) -> str:
+        record = client.predict(
+            gradio_client.handle_file(str(path)), [detector.name], "gradcam", "final",
+            "predicted", 0.5, True, api_name="/inspect",
+        )[0]  # fmt: skip
+        return record["detectors"][detector.name]["verdict"] if record["verdict_given"] else ""
+
+    def first(paths: list[Path], wanted: str) -> Path:
+        for path in paths:
+            if verdict(path) == wanted:
+                return path
+        pytest.fail(f"the served detector gives no {wanted!r} verdict on {len(paths)} candidates")
+
+    val = faces_sample_module / "val"
+    real = first(sorted((val / "real").glob("*.jpg"))[:CANDIDATES], "real")
+    fake = first(sorted((val / "fake").glob("*.jpg"))[:CANDIDATES], "fake")
+    folder = tmp_path_factory.mktemp("outcomes")
+    with Image.open(real) as photo:
+        photo.convert("RGB").resize((96, 96), Image.Resampling.BICUBIC).save(folder / "small.jpg")
+        photo.convert("RGB").filter(ImageFilter.GaussianBlur(4)).save(folder / "blurred.jpg")
+    flagged = first([folder / "small.jpg", folder / "blurred.jpg"], "uncertain")
+    return {"fake": fake, "real": real, "uncertain": flagged}
 
 
 @pytest.fixture(scope="module")
@@ -105,35 +146,89 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
-def analyse(page, image: Path) -> None:
+def upload(page, image: Path) -> None:
     page.locator("#inspect-image input[type=file]").set_input_files(str(image))
     page.locator("#inspect-image img").first.wait_for(timeout=TIMEOUT_MS)
+
+
+def analyse(page, image: Path) -> None:
+    upload(page, image)
     page.locator("#inspect-button").click()
 
 
-def test_a_face_gets_verdicts_with_a_colour_bar_and_a_key(browser, app_url):
+@pytest.mark.parametrize("verdict", ["fake", "real", "uncertain"])
+def test_each_outcome_in_plain_words_with_its_limits(
+    browser, app_url, detector, outcome_images, verdict
+):
     page = open_page(browser, app_url, WIDE)
     try:
-        analyse(page, PACKAGED / "real_astronaut.jpg")
-        page.get_by_text("MobileNetV2 says").first.wait_for(timeout=TIMEOUT_MS)
+        analyse(page, outcome_images[verdict])
+        outcome = page.locator(f'.detector-slot .outcome[data-verdict="{verdict}"]')
+        outcome.wait_for(timeout=TIMEOUT_MS)
         page.locator("#faces-view img").first.wait_for(timeout=TIMEOUT_MS)
-        shot(page, "inspect-1400")
-        slots = page.locator(".detector-slot")
-        assert slots.count() == 2
-        for i, name in enumerate(("EfficientNet-B0", "MobileNetV2")):
-            slot = slots.nth(i)
-            verdict = slot.locator(".verdict").first.inner_text()
-            assert re.search(r"\d+(\.\d+)?\s?%", verdict), verdict
-            reading = slot.locator(".reading").first.inner_text()
-            assert f"{name} says " in reading and "confidence" in reading
-            bar = slot.locator(".colour-bar")
+        slot = page.locator(".detector-slot").first
+        text = slot.inner_text()
+        assert outcome.locator(".outcome-title").inner_text() == OUTCOME_TITLES[verdict]
+        assert re.search(r"P\(fake\) (0\.\d\d|above 0\.99|below 0\.01)", outcome.inner_text())
+        assert "confidence" not in text and not re.search(r"\d\s?%", text), text
+        limits = outcome.locator(".limits")
+        assert limits.is_visible() and limits_line(detector) in limits.inner_text()
+        assert slot.locator(".card-link").is_visible()
+        if verdict == "real":
+            assert "not proof that the photo is authentic" in outcome.inner_text()
+        if verdict == "uncertain":
+            assert "its verdict would be a guess" in outcome.inner_text()
+            assert outcome.locator(".reasons li").count() >= 1
+        overlay = slot.locator(".overlay img").first
+        assert overlay.is_visible() and overlay.bounding_box()["height"] >= 200
+        key = slot.locator(".key").first.inner_text()
+        bar = slot.locator(".colour-bar")
+        if "No region stands out" in key:
+            assert bar.count() == 0
+        else:
             assert bar.is_visible() and bar.bounding_box()["height"] >= 80
-            key = slot.locator(".key").first.inner_text()
-            assert "strongest" in key and "Red: where the evidence" in key
             assert "Grad-CAM, last layer" in key
+            assert ("where it looked most" in key) == (verdict == "uncertain"), key
+        reading = slot.locator(".reading").first.inner_text()
+        assert f"{display_name(detector.name, detector.architecture)} " in reading
         assert "One face found" in page.locator("#face-note").inner_text()
+        shot(page, f"inspect-{verdict}-1400")
         page.set_viewport_size(NARROW)
-        shot(page, "inspect-400")
+        page.wait_for_timeout(500)
+        shot(page, f"inspect-{verdict}-400")
+    finally:
+        page.close()
+
+
+def test_the_result_clears_when_the_photo_changes(browser, app_url, labelled_faces):
+    page = open_page(browser, app_url, WIDE)
+    try:
+        analyse(page, labelled_faces[3])
+        page.locator(".outcome").first.wait_for(timeout=TIMEOUT_MS)
+        page.locator("#faces-view img").first.wait_for(timeout=TIMEOUT_MS)
+        upload(page, labelled_faces[0])
+        page.locator(".outcome").first.wait_for(state="detached", timeout=10_000)
+        page.locator("#faces-view img").first.wait_for(state="detached", timeout=10_000)
+        slot = page.locator(".detector-slot").first
+        assert (
+            slot.locator(".overlay img").count() == 0 and slot.locator(".colour-bar").count() == 0
+        )
+        assert "P(fake)" not in slot.inner_text() and "Signs of generation" not in slot.inner_text()
+        assert "Not analysed yet: press Analyse" in slot.inner_text()
+        shot(page, "inspect-cleared-1400")
+        page.locator("#inspect-button").click()
+        page.locator(".outcome").first.wait_for(timeout=TIMEOUT_MS)
+    finally:
+        page.close()
+
+
+def test_the_card_button_opens_the_model_card(browser, app_url):
+    page = open_page(browser, app_url, WIDE)
+    try:
+        page.locator(".card-link").first.click()
+        card = page.locator(".model-card").first
+        card.get_by_text("Limits").first.wait_for(timeout=TIMEOUT_MS)
+        assert card.is_visible() and 'When it says "cannot tell"' in card.inner_text()
     finally:
         page.close()
 
@@ -146,7 +241,7 @@ def test_a_non_face_gets_no_verdict(browser, app_url):
         note.get_by_text("No face found").first.wait_for(timeout=TIMEOUT_MS)
         assert "no verdict is given" in note.inner_text()
         for slot in page.locator(".detector-slot").all():
-            assert "says" not in slot.inner_text()
+            assert "P(fake)" not in slot.inner_text() and slot.locator(".outcome").count() == 0
         shot(page, "inspect-no-face-1400")
     finally:
         page.close()
@@ -184,7 +279,7 @@ def test_batch_results_are_on_the_page(browser, app_url, labelled_faces):
         assert re.search(r"\d+\.\d%", text) and "really fake" in text and "ROC AUC" in text
         page.locator(".projection canvas, .projection svg").first.wait_for(timeout=TIMEOUT_MS)
         legend = page.locator(".map-legend").first
-        for entry in ("real, said real", "fake, said fake", "fake, said real", "real, said fake"):
+        for entry in (f"real, {FOUND}", "fake, said fake", f"fake, {FOUND}", "real, said fake"):
             assert legend.get_by_text(entry).is_visible(), entry
         shot(page, "batch-1400")
         page.set_viewport_size(NARROW)
@@ -193,14 +288,20 @@ def test_batch_results_are_on_the_page(browser, app_url, labelled_faces):
         page.close()
 
 
-def test_about_tab_has_a_model_card_per_detector(browser, app_url):
+def test_about_tab_has_a_model_card_per_detector(browser, app_url, detector):
     page = open_page(browser, app_url, WIDE)
     try:
         page.get_by_role("tab", name="About the detectors").click()
         cards = page.locator(".model-card")
         cards.first.get_by_text("Decision threshold").wait_for(timeout=TIMEOUT_MS)
-        assert cards.count() == 2
-        assert "Your uploads" in page.locator("#about-help").inner_text()
+        assert cards.count() == 1
+        card = cards.first.inner_text()
+        assert 'When it says "cannot tell"' in card and "validation faces" in card
+        assert f"version {detector.fingerprint}" in card and "confidence" not in card
+        help_text = page.locator("#about-help").inner_text()
+        assert "Your uploads" in help_text and "P(fake) 0.93" in help_text
+        for title in ("Signs of generation found", "No signs of generation found", "Cannot tell"):
+            assert title in help_text
         shot(page, "about-1400")
         page.set_viewport_size(NARROW)
         shot(page, "about-400")

@@ -1,13 +1,16 @@
 """The "About" tab: a model card per loaded detector, how to read the app, what happens to uploads.
 
 Everything said about a detector comes from the detector object and its checkpoint metadata: the
-``model_card`` block (plain-text fields such as ``training_data``, ``licence``, ``intended_use``,
-``limits``, ``metrics_text``), the held-out ``metrics``, the ``robustness`` summary written by
-``evaluate`` and the ``training`` record; never from text kept here about a particular model.
+``model_card`` block (plain-text fields such as ``summary``, ``training_data``, ``licence``,
+``intended_use``, ``limits``, ``limits_short``, ``metrics_text``, ``reliability_text``), the
+held-out ``metrics``, the ``robustness`` summary written by ``evaluate``, the ``training`` record,
+its fitted reliability statistics and its fingerprint; never from text kept here about a
+particular model.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import PurePath
 from typing import Any
@@ -18,17 +21,22 @@ from ..detectors import Detector
 from .text import display_name, plain
 
 THRESHOLD_TEXT = (
-    "P(fake) of 0.5 or more is called **fake**, below 0.5 **real**. The percentage shown is the "
-    "detector's probability for its verdict, not a guarantee."
+    "P(fake) of 0.5 or more is reported as **signs of generation found**, below 0.5 as **no signs "
+    "of generation found**; but **cannot tell** whenever the face is unlike those it learnt "
+    "from. P(fake) is the detector's probability, not a guarantee."
 )
 DEFAULT_USE = (
     "Research and teaching: a second opinion on whether a face photo was generated, with a "
     "heatmap of the evidence. Not for decisions about people on its own."
 )
 DEFAULT_LIMITS = (
-    "Judges faces only. Trained on one kind of real and fake photo; other generators, heavy "
-    "compression, filters, screenshots and re-photographed images can fool it in either direction."
+    "Trained on one kind of real and fake photo: other generators, heavy compression, filters, "
+    "screenshots and re-photographed images can fool it in either direction. Judges faces only."
 )
+METHOD_WORDS = {
+    "mahalanobis": "Mahalanobis distance to its class means",
+    "knn": "distance to the nearest of its training faces",
+}
 ROBUSTNESS_NAMES = {
     "clean": "unchanged",
     "jpeg": "JPEG compression",
@@ -50,12 +58,24 @@ def build_about_tab(detectors: Sequence[Detector], uploads_note: str) -> None:
 
 HOW_TO_READ = """### How to read the app
 
-- **Verdict**: the detector's probability that the face is fake, P(fake). The model card above
-  says how often it was right on photos it never saw in training (with several detectors loaded,
-  they can disagree: compare their cards).
-- **Heatmap**: where the detector found the evidence it was asked about. Red is strongest, blue is
-  none; colours are relative to each image's own strongest point. A flat map is not drawn: the
-  decision then rests on the whole image rather than on one region.
+- **Three outcomes**, one per detector next to every verdict:
+  - **Signs of generation found**: P(fake) is 0.5 or more on a face like those the detector
+    learnt from. Evidence to check, not proof.
+  - **No signs of generation found**: P(fake) is below 0.5 on such a face. This is not proof that
+    the photo is authentic: a detector only recognises the kinds of fake it learnt from (see
+    the limits on its card).
+  - **Cannot tell**: the face is unlike the faces the detector learnt from (or smaller, or
+    compressed harder, than any it saw), so its verdict would be a guess. The page says why.
+    A detector whose card says it has no reliability statistics never says this: read its
+    verdicts on unusual photos with care.
+- **P(fake)**: the detector's probability, from 0 to 1, that the face was generated, written
+  "P(fake) 0.93". It is not certainty: on photos unlike its training faces a detector can be
+  confidently wrong, which is why "cannot tell" exists. The card above says how often it was
+  right on photos it never saw in training (with several detectors loaded, they can disagree).
+- **Heatmap**: for a verdict, where the evidence for it is strongest (red) and weakest (blue),
+  relative to each image's own strongest point; for "cannot tell", only where the detector
+  looked, not evidence. When no region stands out, none is drawn. When a second method ranks
+  the regions differently, the page says the map is a rough hint.
 - **Face first**: faces are found (MTCNN) before any verdict, and the largest is framed like the
   training photos. An image without a face gets no verdict.
 - **Batch tab**: many images or a .zip at once; names starting `real_` / `fake_` or folders
@@ -65,25 +85,28 @@ HOW_TO_READ = """### How to read the app
 def model_card(detector: Detector) -> str:
     """Markdown model card: training data, held-out metrics in words, use, limits, threshold."""
     meta = detector.metadata or {}
-    card = meta.get("model_card") if isinstance(meta.get("model_card"), Mapping) else {}
+    card = _card(detector)
     title = display_name(detector.name, detector.architecture)
+    version = f", version `{detector.fingerprint}`" if detector.fingerprint else ""
     lines = [
         f"## {plain(title)}",
         f"_{plain(detector.architecture)}, {detector.num_parameters / 1e6:.1f} M parameters, "
         f"looks at {detector.input_size} x {detector.input_size} px; registered as "
-        f"`{detector.name}`._",
+        f"`{detector.name}`{version}._",
         "",
-        "**Training data**: " + plain(card.get("training_data") or _trained_on(meta)),
     ]
+    if card.get("summary"):
+        lines.append(plain(card["summary"]) + "\n")
+    lines.append("**Training data**: " + plain(card.get("training_data") or _trained_on(meta)))
     if card.get("licence"):
         lines.append(f"\n**Licence**: {plain(card['licence'])}")
     lines.append("\n**How well it did on held-out images**\n")
     test = meta.get("test_metrics")
-    if isinstance(test, Mapping):  # the shipped detectors: their held-out test split
+    if card.get("metrics_text"):  # the card's own words for this checkpoint's figures
+        lines.append(plain(card["metrics_text"]))
+    elif isinstance(test, Mapping):  # the shipped detectors: their held-out test split
         lines.extend(metrics_in_words(test))
     else:
-        if card.get("metrics_text"):
-            lines.append(plain(card["metrics_text"]) + "\n")
         lines.extend(metrics_in_words(_held_out(meta.get("metrics"))))
         if _held_out(meta.get("metrics")) is meta.get("metrics"):
             lines.append(
@@ -93,11 +116,57 @@ def model_card(detector: Detector) -> str:
     lines.append(f"\n**Decision threshold**: {THRESHOLD_TEXT}")
     lines.append(f"\n**Intended use**: {plain(card.get('intended_use') or DEFAULT_USE)}")
     lines.append(f"\n**Limits**: {plain(card.get('limits') or DEFAULT_LIMITS)}")
+    lines.append(f'\n**When it says "cannot tell"**: {reliability_text(detector)}')
+    if card.get("reliability_text"):
+        lines.append("\n" + plain(card["reliability_text"]))
     lines.extend(robustness_lines(meta.get("robustness")))
     training = meta.get("training")
     if isinstance(training, Mapping):
         lines.append("\n**Training run**: " + plain(_training_line(training)))
     return "\n".join(lines)
+
+
+def limits_line(detector: Detector) -> str:
+    """The detector's limits in one line: its card's ``limits_short``, else the first sentence
+    of its ``limits`` (or of the default limits)."""
+    card = _card(detector)
+    if card.get("limits_short"):
+        return str(card["limits_short"])
+    limits = str(card.get("limits") or DEFAULT_LIMITS)
+    return re.split(r"(?<=[.!?])\s+(?=[A-Z(])", limits.strip(), maxsplit=1)[0]
+
+
+def reliability_text(detector: Detector) -> str:
+    """How the detector decides it cannot tell, from its fitted statistics, in words."""
+    reliability = detector.reliability
+    if reliability is None:
+        return (
+            "never: this detector carries no statistics of the faces it learnt from, so it "
+            "cannot say when a photo is unlike them; read its verdicts on unusual photos with care."
+        )
+    fitted = reliability.fitted_on
+    train = (
+        f"its {fitted['n_train']:,} training faces"
+        if fitted.get("n_train")
+        else "its training faces"
+    )
+    val = f"{fitted['n_val']:,} validation faces" if fitted.get("n_val") else "its validation faces"
+    layers = len(reliability.layers)
+    text = (
+        f"when a face's inner features are further from those of {train} "
+        f"({METHOD_WORDS.get(reliability.method, reliability.method)}, on {layers} "
+        f"layer{'s' if layers > 1 else ''}) than all but {reliability.flag_rate:.0%} of {val}. "
+        f"So about {reliability.flag_rate:.0%} of ordinary faces of its own kind are flagged too; "
+        "the distance score in the results is 1 at that line."
+    )
+    checks = []
+    if reliability.min_face_side:
+        checks.append(f"a face smaller than {reliability.min_face_side} px across")
+    if reliability.min_jpeg_quality:
+        checks.append(f"a JPEG compressed below quality {reliability.min_jpeg_quality}")
+    if checks:
+        text += f" It also cannot tell on {' or on '.join(checks)}: it saw none in training."
+    return text
 
 
 def metrics_in_words(metrics: Mapping[str, Any] | None) -> list[str]:
@@ -129,8 +198,9 @@ def metrics_in_words(metrics: Mapping[str, Any] | None) -> list[str]:
         )
     if _number(metrics.get("ece")):
         out.append(
-            f"- **Calibration error {metrics['ece']:.3f}**: how far its stated confidence is from "
-            "how often it is right, on average (0 means a stated 90 % is right 90 % of the time)."
+            f"- **Calibration error {metrics['ece']:.3f}**: how far its P(fake) is from the share "
+            "of faces that really are fake, on average (0 means that of the faces given "
+            "P(fake) 0.9, 9 in 10 are fake)."
         )
     return out or ["- The stored metrics hold no accuracy figures."]
 
@@ -153,6 +223,11 @@ def robustness_lines(robustness: Any) -> list[str]:
             f"| {row.get('n', '')} |"
         )
     return lines
+
+
+def _card(detector: Detector) -> Mapping[str, Any]:
+    card = (detector.metadata or {}).get("model_card")
+    return card if isinstance(card, Mapping) else {}
 
 
 def _held_out(metrics: Any) -> Mapping[str, Any] | None:

@@ -18,12 +18,12 @@ import gradio as gr
 
 from ..api import list_explainers
 from ..detectors import Detector
-from . import legend
+from . import legend, outcome
 from .about_tab import build_about_tab
 from .batch_tab import KEEP_RUNS, build_batch_tab
 from .demo_models import DemoConfig, resolve_models
 from .example_files import captioned, example_folder, folder_examples
-from .inspect_tab import KEEP_DOWNLOADS, build_inspect_tab
+from .inspect_tab import ABOUT_TAB, KEEP_DOWNLOADS, build_inspect_tab
 
 TITLE = "deepfake-xai: is this face real, and why does the detector think so?"
 MODEL_GROUP = "detectors"
@@ -50,6 +50,7 @@ CSS = (
 }
 """
     + legend.CSS
+    + outcome.CSS
 )
 DEMO_BANNER = (
     "**Demo detectors.** These detectors were trained in a few minutes on synthetic cartoon "
@@ -70,7 +71,7 @@ UPLOADS_NOTE = (
 def build_demo(
     detectors: Sequence[Detector | str] | None = None,
     checkpoints: Sequence[str | os.PathLike] | None = None,
-    examples: Sequence[str | os.PathLike] | None = None,
+    examples: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     *,
     device: str = "auto",
     demo_config: DemoConfig | None = None,
@@ -79,13 +80,16 @@ def build_demo(
     """The app for ``detectors`` (objects, registry names), else ``checkpoints`` (paths or
     ``hf-hub:`` ids), else ``$DEEPFAKE_XAI_CHECKPOINTS``, else the detectors shipped with the
     package, else (or with ``synthetic``) the cached synthetic demo detectors (see
-    :mod:`deepfake_xai.ui.demo_models`). ``examples`` replaces the labelled examples
-    (default: ``$DEEPFAKE_XAI_EXAMPLES`` or the packaged ones).
+    :mod:`deepfake_xai.ui.demo_models`). ``examples`` replaces the labelled examples: a folder
+    (captioned by its ``sources.json``) or image paths (default: ``$DEEPFAKE_XAI_EXAMPLES`` or
+    the packaged ones).
     """
     models = resolve_models(
         detectors, checkpoints, device=device, config=demo_config, synthetic=synthetic
     )
-    if examples is not None:
+    if isinstance(examples, (str, os.PathLike)):
+        shown = folder_examples(examples)
+    elif examples is not None:
         shown = captioned(examples)
     else:
         shown = folder_examples(example_folder()) + captioned(models.examples)
@@ -99,12 +103,15 @@ def build_demo(
         gr.Markdown(f"# {TITLE}")
         if models.demo:
             gr.Markdown(DEMO_BANNER, elem_classes=["demo-banner"], elem_id="demo-banner")
-        with gr.Tab("Inspect one image", id="inspect"):
-            build_inspect_tab(models.detectors, explainers, shown, faces, work_dir, MODEL_GROUP)
-        with gr.Tab("Analyse a batch", id="batch"):
-            build_batch_tab(models.detectors, projections, faces, work_dir, MODEL_GROUP)
-        with gr.Tab("About the detectors", id="about"):
-            build_about_tab(models.detectors, UPLOADS_NOTE)
+        with gr.Tabs() as tabs:
+            with gr.Tab("Inspect one image", id="inspect"):
+                build_inspect_tab(
+                    models.detectors, explainers, shown, faces, work_dir, MODEL_GROUP, tabs
+                )
+            with gr.Tab("Analyse a batch", id="batch"):
+                build_batch_tab(models.detectors, projections, faces, work_dir, MODEL_GROUP)
+            with gr.Tab("About the detectors", id=ABOUT_TAB):
+                build_about_tab(models.detectors, UPLOADS_NOTE)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
     weakref.finalize(demo, shutil.rmtree, work_dir, ignore_errors=True)
     return demo

@@ -1,9 +1,11 @@
 """The "Inspect one image" tab: find the face, then every loaded detector side by side on it.
 
-Each detector gets a fixed slot (verdict, heatmap overlay drawn at the displayed size, its colour
-key, a plain-language reading). The event's first outputs are the same whatever the detectors:
-the result as JSON (P(fake), verdict, face box, timing per detector), a download (that JSON plus
-heatmap PNGs), the status next to the input (where errors stay) and the faces found.
+Each detector gets a fixed slot (its outcome: fake, real or uncertain in words with P(fake) and
+its limits; a heatmap overlay drawn at the displayed size, its colour key, a plain-language
+reading). The event's first outputs are the same whatever the detectors: the result as JSON
+(outcome, P(fake), distance score, reasons, model version, face box, timing per detector), a
+download (that JSON plus heatmap PNGs), the status next to the input (where errors stay) and the
+faces found. Every output is cleared as soon as the photo changes.
 """
 
 from __future__ import annotations
@@ -22,34 +24,43 @@ from PIL import Image, ImageDraw
 
 from ..detectors import Detector
 from ..engine import explain
-from ..images import ImageLoadError, load_image
+from ..images import ImageLoadError, jpeg_quality, load_image
+from ..reliability import THRESHOLD, input_problems
 from ..render import heatmap_image, overlay
-from .legend import heatmap_key
+from .legend import heatmap_key, no_region_key
+from .outcome import outcome_box
 from .text import (
     LAYER_NAMES,
     METHOD_NAMES,
+    Agreement,
     attention_regions,
     display_name,
+    map_agreement,
     method_name,
     plain,
     reading,
-    verdict,
 )
 from .uploads import prune_runs
 
 LAYERS = ("final", "mid")
 DISPLAY_SIZE = 448  # overlays are drawn at this size: at least what the page shows
-THRESHOLD = 0.5
 KEEP_DOWNLOADS = 16
+ABOUT_TAB = "about"  # the id of the tab with the model cards
+# The second map each heatmap is checked against: pixel saliency for the Grad-CAM family,
+# Grad-CAM at the last layer for the pixel methods (both cost about one more pass).
+CROSS_CHECK = {
+    "cam": ("saliency", "final", "pixel saliency"),
+    "input": ("gradcam", "final", "Grad-CAM at the last layer"),
+}
 NO_FACE = (
     "No face found, so no verdict is given: these detectors judge faces, and a score on "
     "anything else would mean nothing. If there is a face, crop the photo closer to it, or "
     'untick "Find the face first" to score the whole image anyway.'
 )
 TARGET_CHOICES = [
+    ("its verdict (or where P(fake) leans)", "predicted"),
     ("fake (why it could be fake)", "fake"),
-    ("real", "real"),
-    ("the verdict", "predicted"),
+    ("real (why it could be real)", "real"),
 ]
 
 
@@ -58,7 +69,7 @@ class Slot:
     """The output components of one detector."""
 
     detector: Detector
-    verdict: gr.Label
+    verdict: gr.HTML
     overlay: gr.Image
     key: gr.HTML
     reading: gr.Markdown
@@ -79,10 +90,12 @@ def build_inspect_tab(
     faces: bool,
     work_dir: str,
     concurrency_id: str,
+    tabs: gr.Tabs,
 ) -> None:
     """Lay out the tab inside the current ``gr.Blocks`` and wire ``/inspect``.
 
-    ``examples`` are (path, caption) pairs; ``faces`` says whether face detection is installed.
+    ``examples`` are (path, caption) pairs; ``faces`` says whether face detection is installed;
+    ``tabs`` holds the About tab (id :data:`ABOUT_TAB`) that each slot's card button opens.
     """
     names = [d.name for d in detectors]
     with gr.Row():
@@ -150,9 +163,10 @@ def build_inspect_tab(
                 )
                 target = gr.Radio(
                     TARGET_CHOICES,
-                    value="fake",
+                    value="predicted",
                     label="Show the evidence for",
-                    info="Which class the heatmap explains.",
+                    info="Which class the heatmap explains. When a detector cannot tell, its "
+                    "map shows where it looked, not evidence.",
                 )
                 opacity = gr.Slider(
                     0.0,
@@ -171,8 +185,8 @@ def build_inspect_tab(
                     elem_id="faces-view",
                 )
                 face_note = gr.Markdown(label="Face search", elem_id="face-note")
-            with gr.Row(equal_height=True):
-                slots = [_slot(detector) for detector in detectors]
+            with gr.Row(equal_height=False):
+                slots = [_slot(detector, tabs) for detector in detectors]
             download = gr.File(
                 label="Download: result.json + heatmap PNGs (.zip)",
                 interactive=False,
@@ -181,7 +195,8 @@ def build_inspect_tab(
             )
             with gr.Accordion("Result as JSON (the same as the API returns)", open=False):
                 result = gr.JSON(
-                    label="Result (JSON): P(fake), verdict, face box and timing per detector",
+                    label="Result (JSON): outcome, P(fake), distance score, reasons, model "
+                    "version, face box and timing per detector",
                     elem_id="inspect-json",
                 )
 
@@ -191,6 +206,13 @@ def build_inspect_tab(
             slots, image, detectors, explainer, layer, target, opacity, find_faces, Path(work_dir)
         )
 
+    cleared = [result, download, faces_view, face_note] + [
+        c for slot in slots for c in slot.components
+    ]
+    image.change(
+        lambda picture: [None, None, None, ""] + _waiting(picture) * len(slots), inputs=image,
+        outputs=cleared, queue=False, show_progress="hidden", api_visibility="private",
+    )  # fmt: skip
     image.upload(
         check_upload, inputs=image, outputs=[image, status], preprocess=False, queue=False,
         api_visibility="private",
@@ -202,21 +224,41 @@ def build_inspect_tab(
         + [c for slot in slots for c in slot.components],
         api_name="inspect",
         api_description=(
-            "One image: finds the face, then per detector P(fake), verdict, heatmap and reading. "
-            "The first output is the result as JSON (errors in its 'error' field)."
+            "One image: finds the face, then per detector the outcome (fake, real or uncertain), "
+            "P(fake), distance score, reasons, heatmap and reading. The first output is the "
+            "result as JSON (errors in its 'error' field)."
         ),
         preprocess=False,
         concurrency_id=concurrency_id,
     )
 
 
-def _slot(detector: Detector) -> Slot:
+EMPTY_SLOT = ["", None, "", ""]  # outcome, heatmap, key, reading
+
+
+def _waiting(picture: Any) -> list[Any]:
+    """A slot's values once the photo has changed: empty, saying so when there is a photo."""
+    return ["", None, "", "_Not analysed yet: press Analyse._" if picture else ""]
+
+
+def _slot(detector: Detector, tabs: gr.Tabs) -> Slot:
     title = display_name(detector.name, detector.architecture)
     with gr.Column(min_width=260, elem_classes=["detector-slot"]):
         gr.Markdown(f"### {plain(title)}")
+        verdict = gr.HTML(label=f"{title}: outcome", elem_classes=["verdict"])
+        card = gr.Button(
+            "Its model card: data, accuracy, limits",
+            size="sm",
+            variant="secondary",
+            elem_classes=["card-link"],
+        )
+        card.click(
+            lambda: gr.Tabs(selected=ABOUT_TAB), outputs=tabs, queue=False,
+            show_progress="hidden", api_visibility="private",
+        )  # fmt: skip
         return Slot(
             detector,
-            gr.Label(num_top_classes=2, label=f"{title}: verdict", elem_classes=["verdict"]),
+            verdict,
             gr.Image(
                 label=f"{title}: heatmap",
                 format="jpeg",  # PNG encoding took ~50 ms per overlay, JPEG under 1 ms
@@ -266,41 +308,40 @@ def inspect(
     ``upload`` is Gradio's raw file payload (the event skips Gradio's own decoding, so that a
     bad file is judged by :func:`deepfake_xai.images.load_image` and reported by name).
     """
-    empty_slots = [None, None, "", ""] * len(slots)
+    empty_slots = EMPTY_SLOT * len(slots)
     try:
-        name, picture = _read(upload, chosen)
+        name, picture, quality = _read(upload, chosen)
     except InspectProblem as exc:
         return [{"error": str(exc)}, None, problem_text(str(exc)), None, "", *empty_slots]
-    record: dict[str, Any] = {"file": name, "image_size": list(picture.size)}
+    record: dict[str, Any] = {
+        "file": name,
+        "image_size": list(picture.size),
+        "jpeg_quality": quality,
+    }
     faces, analysed = _faces(picture, find_faces_first)
     record["face_search"] = bool(find_faces_first)
     record["faces"] = [face.as_dict() for face in faces]
     if find_faces_first and not faces:
         record.update(verdict_given=False, message=NO_FACE, detectors={})
-        slots_out = [None, None, "", "_No face found: no verdict._"] * len(slots)
+        slots_out = ["", None, "", "_No face found: no verdict._"] * len(slots)
         return [record, None, "", picture, f"### No face found\n\n{NO_FACE}", *slots_out]
     record["face_analysed"] = faces[0].as_dict() if faces else None
     record.update(verdict_given=True, explainer=method, layer=layer, target=target, detectors={})
     values: list[Any] = []
     pictures: dict[str, Image.Image] = {}
+    box = faces[0] if faces else None
     for slot in slots:
         if slot.detector.name not in chosen:
-            values.extend([None, None, "", "_Not selected._"])
+            values.extend(["", None, "", "_Not selected._"])
             continue
-        entry, shown, heat, p_fake = _explain_one(
-            slot.detector, analysed, method, layer, target, opacity
+        problems = input_problems(slot.detector, picture.size, box, quality)
+        entry, shown, heat, outputs = _explain_one(
+            slot.detector, analysed, problems, method, layer, target, opacity
         )
         record["detectors"][slot.detector.name] = entry
         pictures[f"{_safe(slot.detector.name)}-overlay.png"] = shown
         pictures[f"{_safe(slot.detector.name)}-heatmap.png"] = heat
-        values.extend(
-            [
-                {"fake": p_fake, "real": 1.0 - p_fake},
-                shown,
-                heatmap_key(method, entry["layer"], entry["explained"]),
-                entry["reading"],
-            ]
-        )
+        values.extend(outputs)
     archive = _download(record, pictures, work_dir)
     note = _face_note(faces, find_faces_first)
     return [record, archive, "", _marked(picture, faces) if faces else None, note, *values]
@@ -308,14 +349,16 @@ def inspect(
 
 def _read(
     upload: Mapping[str, Any] | None, chosen: Sequence[str] | None
-) -> tuple[str, Image.Image]:
+) -> tuple[str, Image.Image, int | None]:
+    """The upload's name, its picture and its JPEG quality (None for other formats)."""
     if not upload or not upload.get("path"):
         raise InspectProblem("upload an image first")
     if not chosen:
         raise InspectProblem("choose at least one detector (under Explanation settings)")
     name = upload.get("orig_name") or Path(upload["path"]).name
     try:
-        return name, load_image(upload["path"], name=name)
+        picture = load_image(upload["path"], name=name)
+        return name, picture, jpeg_quality(upload["path"], name=name)
     except ImageLoadError as exc:
         raise InspectProblem(f"{name} is not a readable image: {exc.reason}") from None
 
@@ -364,36 +407,68 @@ def _marked(picture: Image.Image, faces: Sequence[Any]) -> Image.Image:
 
 
 def _explain_one(
-    detector: Detector, face: Image.Image, method: str, layer: str, target: str, opacity: float
-) -> tuple[dict[str, Any], Image.Image, Image.Image, float]:
-    """The JSON entry, the overlay, the heatmap image and P(fake) of one detector."""
+    detector: Detector,
+    face: Image.Image,
+    problems: Sequence[str],
+    method: str,
+    layer: str,
+    target: str,
+    opacity: float,
+) -> tuple[dict[str, Any], Image.Image, Image.Image, list[Any]]:
+    """The JSON entry, the overlay, the heatmap image and the slot's values of one detector;
+    ``problems`` are the input checks that failed (see :func:`input_problems`)."""
     start = time.perf_counter()
     result = explain(detector, [face], method=method, layers=(layer,), target=target)
-    seconds = time.perf_counter() - start
     key = layer if layer in result.heatmaps else next(iter(result.heatmaps))
     heatmap = result.heatmaps[key].numpy()[0]
+    agreement = _cross_check(detector, face, key, target, heatmap)
+    seconds = time.perf_counter() - start
+    assessment = result.assessment(0, problems)
     p_fake = float(result.probs[0])
+    ood = None if result.ood_scores is None else float(result.ood_scores[0])
     explained = "fake" if int(result.targets[0]) == 1 else "real"
     title = display_name(detector.name, detector.architecture)
     attention = attention_regions(heatmap)
     shown = _display_copy(result.images[0])
-    drawn = shown if attention.flat else overlay(shown, heatmap, alpha=opacity)
-    label, confidence = verdict(p_fake)
+    if attention.flat:
+        drawn, key_html = shown, no_region_key(method, key)
+    else:
+        lean = assessment.verdict == "uncertain"
+        drawn = overlay(shown, heatmap, alpha=opacity)
+        key_html = heatmap_key(method, key, explained, lean=lean)
+    text = reading(
+        title, assessment.verdict, p_fake, heatmap, target=explained, agreement=agreement
+    )
     entry = {
         "display_name": title,
+        "model": detector.name,
+        "model_version": detector.fingerprint,
+        "verdict": assessment.verdict,
         "p_fake": round(p_fake, 4),
-        "verdict": label,
-        "confidence": round(confidence, 4),
+        "ood_score": None if ood is None else round(ood, 4),
+        "reliable": assessment.reliable,
+        "reasons": list(assessment.reasons),
         "threshold": THRESHOLD,
         "explained": explained,
         "method": method_name(method, key),
         "layer": key,
         "attention": {region: round(share, 3) for region, share in attention.shares},
         "heatmap_flat": attention.flat,
-        "reading": reading(title, p_fake, heatmap, target=explained),
+        "heatmap_agreement": agreement.as_dict() if agreement else None,
+        "reading": text,
         "seconds": round(seconds, 3),
     }
-    return entry, drawn, heatmap_image(heatmap, size=shown.size), p_fake
+    outputs = [outcome_box(detector, assessment, p_fake, ood), drawn, key_html, text]
+    return entry, drawn, heatmap_image(heatmap, size=shown.size), outputs
+
+
+def _cross_check(
+    detector: Detector, face: Image.Image, layer: str, target: str, heatmap: Any
+) -> Agreement | None:
+    """How far a second, cheap method ranks the face's regions like the map shown."""
+    method, other_layer, name = CROSS_CHECK["input" if layer == "input" else "cam"]
+    other = explain(detector, [face], method=method, layers=(other_layer,), target=target)
+    return map_agreement(heatmap, next(iter(other.heatmaps.values())).numpy()[0], name)
 
 
 def _display_copy(image: Image.Image) -> Image.Image:

@@ -1,9 +1,12 @@
-"""The plain-language reading of one detector's verdict and heatmap, derived from the data.
+"""The plain-language reading of one detector's outcome and heatmap, derived from the data.
 
-The heatmap's hottest pixels are assigned to coarse face regions laid out over a face frame:
-the detected face box when one is known, otherwise the centre of the image, where a portrait
+The three outcomes (fake, real, uncertain) have one wording here. The heatmap's hottest pixels
+are assigned to coarse face regions laid out over a face frame: the detected face box when one
+is known, otherwise the centre of the image, where a portrait
 (FFHQ-style alignment, the synthetic set) has its face. Bands of the frame give the forehead and
 hairline, the eyes, the nose and cheeks, the mouth and chin; outside it is background and edges.
+A second, cheap method's map of the same face is compared by rank correlation: when the two
+disagree, the regions are worded as a rough hint rather than as where the evidence is.
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
+from scipy.stats import spearmanr
 
+from ..analysis.outcomes import p_fake_text
 from ..render import resize_map
 
 FOREHEAD = "forehead and hairline"
@@ -52,6 +58,33 @@ LAYER_NAMES = {
     "final": "last layer: coarse, where the decision is made",
     "mid": "middle layer: finer, earlier evidence",
     "input": "pixels: how much each pixel moved the score",
+}
+# The three-way outcome (see deepfake_xai.reliability.assess) as a person reads it; "" is no
+# verdict (a score that is not a number).
+NOT_PROOF = (
+    "This is not proof that the photo is authentic: the detector only recognises the kinds of "
+    "fake it learnt from."
+)
+OUTCOME_TITLES = {
+    "fake": "Signs of generation found",
+    "real": "No signs of generation found",
+    "uncertain": "Cannot tell",
+    "": "No verdict",
+}
+OUTCOME_NOTES = {
+    "fake": "The face shows what this detector learnt to recognise in generated faces: evidence "
+    "to check, not proof.",
+    "real": NOT_PROOF,
+    "uncertain": "This photo is unlike the faces this detector learnt from, so its verdict would "
+    "be a guess:",
+    "": "The detector's score is not a number, so no verdict is given.",
+}
+OUTCOME_CLAUSES = {
+    "fake": "found signs of generation",
+    "real": "found no signs of generation",
+    "uncertain": "cannot tell: this face is unlike the faces it learnt from, so its verdict "
+    "would be a guess",
+    "": "gives no verdict",
 }
 # How the regions read in a sentence.
 SPOKEN = {
@@ -103,8 +136,15 @@ def method_name(method: str, layer: str | None = None) -> str:
     return f"{name}, {LAYER_NAMES.get(layer, layer)}" if layer else name
 
 
-def how_to_read(target: str) -> str:
-    """The one-line key under every heatmap."""
+def how_to_read(target: str, *, lean: bool = False) -> str:
+    """The one-line key under every heatmap; ``lean``: the detector cannot tell, so the map
+    shows where it looked while leaning to ``target``, not evidence."""
+    if lean:
+        return (
+            f'Red: where it looked most while leaning to "{target}"; blue: least. Not evidence: '
+            "it cannot tell on this photo. Colours are relative to this image's own strongest "
+            "point."
+        )
     return (
         f'Red: where the evidence for "{target}" is strongest; blue: none. Colours are '
         "relative to this image's own strongest point, not comparable across images."
@@ -143,39 +183,90 @@ def attention_regions(heatmap: np.ndarray, face: Box | None = None) -> Attention
     return Attention(tuple((REGIONS[i], float(counts[i])) for i in order if counts[i] > 0))
 
 
-def verdict(p_fake: float) -> tuple[str, float]:
-    """``("fake" | "real", confidence)`` for a probability of fake."""
-    return ("fake", p_fake) if p_fake >= 0.5 else ("real", 1.0 - p_fake)
+NO_REGION = (
+    "No region stands out: the heatmap is nearly the same everywhere, so none is drawn over the "
+    "photo."
+)
+AGREEMENT_FLOOR = 0.5  # below this Spearman correlation two maps of one face disagree
+_AGREEMENT_GRID = 64  # the finest grid two maps are compared on
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How far a second heatmap method ranks a face's regions like the shown one."""
+
+    other: str  # the second method, as a person reads it
+    spearman: float
+
+    @property
+    def agree(self) -> bool:
+        return self.spearman >= AGREEMENT_FLOOR
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "compared_with": self.other,
+            "spearman": round(self.spearman, 3),
+            "agree": self.agree,
+        }
+
+
+def map_agreement(shown: np.ndarray, other: np.ndarray, other_name: str) -> Agreement | None:
+    """The Spearman rank correlation of two maps of one image, both averaged down to the coarser
+    grid; None when either map is flat (nothing to rank)."""
+    if attention_regions(shown).flat or attention_regions(other).flat:
+        return None
+    side = min(_AGREEMENT_GRID, *shown.shape, *other.shape)
+    a, b = (_pooled(m, side).ravel() for m in (shown, other))
+    rho = float(spearmanr(a, b).statistic)
+    return Agreement(other_name, rho) if np.isfinite(rho) else None
+
+
+def _pooled(heatmap: np.ndarray, side: int) -> np.ndarray:
+    """``heatmap`` area-averaged to ``side`` x ``side``."""
+    values = Image.fromarray(np.asarray(heatmap, dtype=np.float32))
+    return np.asarray(values.resize((side, side), Image.Resampling.BOX))
 
 
 def reading(
-    name: str, p_fake: float, heatmap: np.ndarray, *, target: str = "fake", face: Box | None = None
+    name: str,
+    verdict: str,
+    p_fake: float,
+    heatmap: np.ndarray,
+    *,
+    target: str = "fake",
+    face: Box | None = None,
+    agreement: Agreement | None = None,
 ) -> str:
-    """One sentence: the verdict with its confidence, and where the explained evidence lies.
+    """A few sentences: the outcome with P(fake), then what the heatmap shows.
 
-    ``target`` is the class the heatmap explains (``fake``, ``real``), so that a map asked for
-    the other class than the verdict says so.
+    ``verdict`` is the three-way outcome; ``target`` is the class the heatmap explains
+    (``fake``, ``real``). For ``uncertain`` the map is worded as where the detector looked, not
+    as evidence; when a second method's map (``agreement``) ranks the regions differently, the
+    regions are worded as a rough hint.
     """
-    label, confidence = verdict(p_fake)
-    sentence = f"{name} says {label} with {confidence:.0%} confidence."
+    sentence = (
+        f"{name} {OUTCOME_CLAUSES.get(verdict, OUTCOME_CLAUSES[''])} ({p_fake_text(p_fake)})."
+    )
+    if verdict == "real":
+        sentence += " " + NOT_PROOF
     regions = [SPOKEN[r] for r in attention_regions(heatmap, face).top()]
-    evidence = "its attention" if target == label else f"its evidence for {target}"
     if not regions:
-        return f"{sentence} {FLAT_NOTE.format(evidence=evidence.capitalize())}"
+        return f"{sentence} {NO_REGION}"
     where = regions[0] if len(regions) == 1 else f"{regions[0]}, and also on {_join(regions[1:])}"
-    return f"{sentence} {evidence.capitalize()} is mostly on {where}."
-
-
-FLAT_NOTE = (
-    "{evidence} has no clear focus: the heatmap is flat (nearly the same everywhere), so it is "
-    "not drawn; the verdict rests on the whole image rather than on one region."
-)
+    if verdict == "uncertain":
+        shown = f"Where it looked (leaning {target}, not evidence): mostly on {where}."
+    elif target == verdict:
+        shown = f"Its evidence for {target} is mostly on {where}."
+    else:
+        shown = f"Its evidence for {target} (not its verdict) is mostly on {where}."
+    if agreement is None or agreement.agree:
+        return f"{sentence} {shown}"
+    return (
+        f"{sentence} Where it looked is unclear: {agreement.other} ranks the regions differently "
+        f"(agreement {agreement.spearman:.2f}, where 1 means the same places), so read the map as "
+        f"a rough hint. The map shown leans to {where}."
+    )
 
 
 def _join(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
-
-
-def is_flat(heatmap: np.ndarray) -> bool:
-    """True when the map's values span too little to point anywhere."""
-    return attention_regions(heatmap).flat

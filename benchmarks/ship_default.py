@@ -17,6 +17,7 @@ from pathlib import Path
 
 from deepfake_xai import Detector
 from deepfake_xai.data import read_manifest
+from deepfake_xai.detectors.checkpoint import read_metadata
 from deepfake_xai.detectors.shipped import DEFAULT_FILE, SHIPPED_DIR
 
 DETECTOR = "efficientnet_lite0"
@@ -143,10 +144,20 @@ def model_card(detector: Detector, evaluation: dict, training_run: dict, run: Pa
         ),
         "licence": LICENCE,
         "reproduce": (
-            f"{training_run['command']}, then {evaluation['command']}, then python "
-            f"benchmarks/ship_default.py {run} (docs/results.md has every figure)"
+            f"{_stage_one(training)}{training_run['command']}, then {evaluation['command']}, "
+            f"then python benchmarks/ship_default.py {run} (docs/results.md has every figure)"
         ),
     }
+
+
+def _stage_one(training: dict) -> str:
+    """How the checkpoint a run started from (``train_recipe.py --init``) was made, as words
+    that precede the run's own command; "" for a run from ImageNet."""
+    start = training.get("resumed_from")
+    if not start:
+        return ""
+    made = read_metadata(start).get("model_card", {}).get("reproduce", "not recorded")
+    return f"stage 1 ({start}, the previous default: {made}); stage 2: "
 
 
 def _count(counts: dict, split: str) -> str:

@@ -203,7 +203,7 @@ class Engine:
                 maps = {layer: h.maps for layer, h in heatmaps.items()}
         logits = logits.detach().float()
         out = {
-            "probs": torch.sigmoid(logits),
+            "probs": _probabilities(logits),
             "logits": logits,
             "embeddings": embeddings.detach().float(),
             "targets": targets.long(),
@@ -220,6 +220,11 @@ class Engine:
             f"Engine(detectors={names}, method={self.method!r}, layers={list(self.layers)}, "
             f"device={self.device}, amp={self.amp}, channels_last={self.channels_last})"
         )
+
+
+def _probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """sigmoid(logits), NaN where a logit is NaN or infinite: sigmoid(inf) = 1.0 is no score."""
+    return torch.where(torch.isfinite(logits), torch.sigmoid(logits), torch.nan)
 
 
 def _output(name: str, arrays: dict[str, np.ndarray], seconds: float) -> DetectorOutput:

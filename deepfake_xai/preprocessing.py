@@ -7,6 +7,7 @@ re-encodes it was trained with is re-applied automatically when it is used later
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -22,6 +23,8 @@ RESIZE_METHODS = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 FIT_MODES = ("squash", "center_crop")
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 1024  # past 1024 px one image costs gigabytes in the engine
+MAX_FACE_MARGIN = 2.0  # a crop five times the face's side; wider is no face crop any more
 
 
 @dataclass(frozen=True)
@@ -42,16 +45,9 @@ class Harmonization:
     jpeg_quality: int | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.image_size, int) or not 8 <= self.image_size <= 4096:
-            raise ValueError(f"image_size must be an int in [8, 4096], got {self.image_size!r}")
-        if self.resize not in RESIZE_METHODS:
-            raise ValueError(f"resize must be one of {sorted(RESIZE_METHODS)}, got {self.resize!r}")
-        if self.fit not in FIT_MODES:
-            raise ValueError(f"fit must be one of {FIT_MODES}, got {self.fit!r}")
-        if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality must be in [1, 100] or None, got {self.jpeg_quality!r}")
-        if self.face_margin < 0:
-            raise ValueError(f"face_margin must be >= 0, got {self.face_margin!r}")
+        problems = harmonization_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
 
     def apply(self, image: Image.Image) -> Image.Image:
         """Harmonise one decoded RGB image (see :func:`deepfake_xai.images.load_image`)."""
@@ -88,6 +84,37 @@ class Harmonization:
                 f"unknown harmonization settings {sorted(unknown)}; known: {sorted(known)}"
             )
         return cls(**data)
+
+
+def harmonization_problems(h: Harmonization) -> list[str]:
+    """What is wrong with each setting of ``h`` (its type and its bounds); [] if nothing."""
+    problems = []
+    if not _is_int(h.image_size) or not MIN_IMAGE_SIZE <= h.image_size <= MAX_IMAGE_SIZE:
+        problems.append(
+            f"image_size must be an int in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], "
+            f"got {h.image_size!r}"
+        )
+    if not isinstance(h.resize, str) or h.resize not in RESIZE_METHODS:
+        problems.append(f"resize must be one of {sorted(RESIZE_METHODS)}, got {h.resize!r}")
+    if not isinstance(h.fit, str) or h.fit not in FIT_MODES:
+        problems.append(f"fit must be one of {FIT_MODES}, got {h.fit!r}")
+    if not isinstance(h.face_crop, bool):
+        problems.append(f"face_crop must be true or false, got {h.face_crop!r}")
+    margin = h.face_margin
+    if not (_is_number(margin) and math.isfinite(margin) and 0 <= margin <= MAX_FACE_MARGIN):
+        problems.append(f"face_margin must be a number in [0, {MAX_FACE_MARGIN}], got {margin!r}")
+    quality = h.jpeg_quality
+    if quality is not None and not (_is_int(quality) and 1 <= quality <= 100):
+        problems.append(f"jpeg_quality must be an int in [1, 100] or None, got {quality!r}")
+    return problems
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def jpeg_roundtrip(image: Image.Image, quality: int) -> Image.Image:

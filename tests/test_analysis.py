@@ -30,6 +30,7 @@ from deepfake_xai.analysis import AnalysisResult, Analyzer, analyze
 from deepfake_xai.analysis.analyzer import load_detectors
 from deepfake_xai.analysis.inputs import resolve_inputs, split_item
 from deepfake_xai.analysis.store import (
+    LOCK,
     ROW_FIELDS,
     RunStore,
     clear_outputs,
@@ -542,7 +543,7 @@ def test_rerunning_a_finished_run_recomputes_nothing(run, folder, detectors, tmp
     changed = {
         p.name for p in out.iterdir() if p.is_file() and p.stat().st_mtime_ns != stamps[p.name]
     }
-    assert changed == {"run.json"}
+    assert changed == {"run.json", LOCK}  # the lock file holds the pid of the run writing
     assert again.summary["images_per_second"] == run.summary["images_per_second"] > 0
     assert again.summary["up_to_date"] and "nothing recomputed" in again.describe()
     assert not re.search(r"(?<![\d.])0\.0 images/s", again.report_path.read_text())
@@ -594,7 +595,8 @@ def test_store_refuses_other_parameters_and_clears_only_its_files(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     (tmp_path / "projection_d1.csv").write_text("x")
     clear_outputs(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    # the lock file stays: removing it could race with a run taking the lock
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK, "notes.txt"]
     RunStore(tmp_path, _info(detectors="other"), ["a.png"], [None], ["d1"], resume=False).close()
 
 

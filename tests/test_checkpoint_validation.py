@@ -1,10 +1,14 @@
 """Crafted checkpoints fail on load with a CheckpointError naming the file and the problem, and a
-detector never turns NaN into a verdict (issue 12, items 4, 6 and 11)."""
+detector never turns NaN into a verdict (issue 12, items 4, 6 and 11; issue 24, items 2 and 7)."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import struct
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -62,7 +66,45 @@ BAD_METADATA = {
     "string mean": (lambda c: c.update(mean="0.5"), "mean must be three numbers"),
     "image_size 100000": (
         lambda c: c["harmonization"].update(image_size=100000),
-        "harmonization: image_size must be an int in [8, 4096], got 100000",
+        "harmonization: image_size must be an int in [8, 1024], got 100000",
+    ),
+    "input_size 4096": (
+        lambda c: (c["harmonization"].update(image_size=4096), c.update(input_size=4096)),
+        "image_size must be an int in [8, 1024], got 4096",
+    ),
+    "image_size true": (
+        lambda c: c["harmonization"].update(image_size=True),
+        "image_size must be an int in [8, 1024], got True",
+    ),
+    "face_margin NaN": (
+        lambda c: c["harmonization"].update(face_margin=math.nan),
+        "face_margin must be a number in [0, 2.0], got nan",
+    ),
+    "face_margin inf": (
+        lambda c: c["harmonization"].update(face_margin=math.inf),
+        "face_margin must be a number in [0, 2.0], got inf",
+    ),
+    "face_margin 1e9": (
+        lambda c: c["harmonization"].update(face_margin=1e9),
+        "face_margin must be a number in [0, 2.0], got 1000000000.0",
+    ),
+    "face_margin a string": (
+        lambda c: c["harmonization"].update(face_margin="0.4"),
+        "face_margin must be a number",
+    ),
+    "face_crop a string": (
+        lambda c: c["harmonization"].update(face_crop="no"),
+        "face_crop must be true or false, got 'no'",
+    ),
+    "jpeg_quality 50.5": (
+        lambda c: c["harmonization"].update(jpeg_quality=50.5),
+        "jpeg_quality must be an int in [1, 100] or None, got 50.5",
+    ),
+    "std 1e-38": (lambda c: c.update(std=[1e-38] * 3), "std must be in [0.001, 10]"),
+    "mean 1e30": (lambda c: c.update(mean=[1e30] * 3), "mean must be in [-1, 2]"),
+    "detector name of 10,000 characters": (
+        lambda c: c.update(detector="q" * 10_000),
+        "detector must be a non-empty string of at most 200 characters",
     ),
     "harmonization a list": (
         lambda c: c.update(harmonization=[224]),
@@ -193,3 +235,176 @@ def test_untrained_detectors_warn_the_same_way_everywhere(tmp_path):
         loaded = dx.load_detector(path, device="cpu")
         Engine([loaded], device="cpu")
     assert loaded.checkpoint == str(path)
+
+
+UNUSABLE_DTYPES = {
+    "bool": (torch.bool, "0.weight is bool (needs a float dtype)"),
+    "int64": (torch.int64, "0.weight is int64 (needs a float dtype)"),
+    "fp8": (torch.float8_e4m3fn, "0.weight is float8_e4m3fn (needs a float dtype)"),
+}
+
+
+@pytest.mark.parametrize("case", UNUSABLE_DTYPES)
+def test_weights_of_an_unusable_dtype_are_a_checkpoint_error(saved, tmp_path, case):
+    dtype, words = UNUSABLE_DTYPES[case]
+    state = {"0.weight": QuadrantDetector().model[0].weight.detach().clone().to(dtype)}
+    bad = rewrite(saved, tmp_path / f"{case}.safetensors", state=state)
+    with pytest.raises(CheckpointError) as info:
+        Detector.load(bad, device="cpu")
+    assert str(info.value).startswith(f"{bad}: unusable tensor dtypes") and words in str(info.value)
+
+
+def test_fp16_and_bf16_weights_still_load(saved, tmp_path):
+    for dtype in (torch.float16, torch.bfloat16):
+        state = {"0.weight": QuadrantDetector().model[0].weight.detach().clone().to(dtype)}
+        loaded = Detector.load(rewrite(saved, tmp_path / "half.safetensors", state=state))
+        assert loaded.model[0].weight.dtype == torch.float32
+
+
+def test_a_header_listing_too_many_tensors_is_refused_before_reading_them(saved, tmp_path):
+    state = {"0.weight": QuadrantDetector().model[0].weight.detach().clone()}
+    state.update({f"extra.{i}": torch.zeros(0) for i in range(10_001)})
+    bad = rewrite(saved, tmp_path / "many.safetensors", state=state)
+    with pytest.raises(CheckpointError, match=r"many.safetensors: its header lists 10002 tensors"):
+        Detector.load(bad, device="cpu")
+
+
+def test_a_header_larger_than_the_bound_is_refused_unread(registered, tmp_path):
+    bad = tmp_path / "huge-header.safetensors"
+    bad.write_bytes(struct.pack("<Q", 100 << 20) + b"{" + b" " * 1000)
+    with pytest.raises(CheckpointError, match=r"huge-header.safetensors: .*a header of 104857600"):
+        Detector.load(bad, device="cpu")
+
+
+def test_a_directory_named_model_safetensors_is_a_checkpoint_error(tmp_path):
+    (tmp_path / "repo" / "model.safetensors").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match=r"model.safetensors: a directory, not a checkpoint"):
+        Detector.load(tmp_path / "repo", device="cpu")
+
+
+def test_a_fifo_as_a_checkpoint_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)
+    code = (
+        "import sys; from deepfake_xai.detectors import Detector, CheckpointError\n"
+        "try:\n    Detector.load(sys.argv[1], device='cpu')\n"
+        "except CheckpointError as exc:\n    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(fifo)], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == f"{fifo}: a FIFO (named pipe), not a checkpoint file"
+
+
+def test_a_bad_face_margin_fails_analyze_on_load_in_one_line(saved, tmp_path, capsys):
+    from PIL import Image
+
+    from deepfake_xai.cli import main
+
+    bad = rewrite(
+        saved, tmp_path / "margin.safetensors", lambda c: c["harmonization"].update(face_margin=1e9)
+    )
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (64, 64), (90, 120, 150)).save(tmp_path / "images" / "a.png")
+    options = ["--no-face-check", "--projection", "none", "--explainer", "none", "--no-report"]
+    args = ["analyze", str(tmp_path / "images"), "--detector", str(bad), "--out"]
+    assert main([*args, str(tmp_path / "out"), *options, "--no-progress", "--workers", "0"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0] and "face_margin must be a number" in lines[0]
+
+
+def _overflowing(saved: Path, target: Path, dtype: torch.dtype = torch.float32) -> Path:
+    """A copy of ``saved`` whose weights are all 3.4e38: finite as stored in fp32, but the
+    features (squared) and so the logits overflow to +inf."""
+    weight = torch.full_like(QuadrantDetector().model[0].weight, 3.4e38)
+    return rewrite(saved, target, state={"0.weight": weight.to(dtype)})
+
+
+def test_fp16_weights_at_3_4e38_are_infinite_and_refused(saved, tmp_path):
+    bad = _overflowing(saved, tmp_path / "fp16.safetensors", torch.float16)
+    with pytest.raises(CheckpointError, match="fp16.safetensors: the weights hold NaN or infinite"):
+        Detector.load(bad, device="cpu")
+
+
+def test_infinite_logits_never_become_a_probability_or_a_verdict(saved, tmp_path, capsys):
+    from PIL import Image
+
+    from deepfake_xai.analysis import AnalysisResult
+    from deepfake_xai.cli import main
+    from deepfake_xai.engine import explain
+
+    detector = Detector.load(_overflowing(saved, tmp_path / "fp32.safetensors"), device="cpu")
+    x = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+    output = Engine([detector], method="gradcam", device="cpu").run(x, check_finite=False)
+    assert np.isposinf(output["quadrant"].logits).all() and np.isnan(output["quadrant"].probs).all()
+    with pytest.raises(NonFiniteOutputError, match="for 3 of 3 images"):
+        Engine([detector], method=None, device="cpu").run(x)
+    with pytest.raises(NonFiniteOutputError):
+        explain(detector, x, method=None)
+    with pytest.raises(NonFiniteOutputError):
+        detector.predict_proba(x)
+    (tmp_path / "images").mkdir()
+    for i in range(2):
+        Image.new("RGB", (64, 64), (40 * i, 90, 150)).save(tmp_path / "images" / f"{i}.png")
+    options = ["--no-face-check", "--projection", "none", "--explainer", "none", "--no-report"]
+    args = ["analyze", str(tmp_path / "images"), "--detector", str(detector.checkpoint), "--out"]
+    assert main([*args, str(tmp_path / "out"), *options, "--no-progress", "--workers", "0"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "no usable score" in lines[0]
+    rows = AnalysisResult(tmp_path / "out").predictions
+    assert (rows["status"] == "invalid_score").all() and rows["p_fake"].isna().all()
+    assert (rows["verdict"] == "").all()
+
+
+def _reliable(saved: Path, target: Path, edit=None, means=(2, 4), precision=(4, 4)) -> Path:
+    """A copy of ``saved`` with Mahalanobis statistics of the quadrant's 4-wide embedding."""
+    block = {
+        "layers": [{"name": "embedding", "method": "mahalanobis", "scale": 1.0, "k": 10}],
+        "threshold": 1.0,
+        "flag_rate": 0.05,
+        "min_face_side": 24,
+        "min_jpeg_quality": 50,
+        "fitted_on": {},
+    }
+    if edit:
+        edit(block)
+    state = {
+        "0.weight": QuadrantDetector().model[0].weight.detach().clone(),
+        "__reliability__.0.means": torch.zeros(means),
+        "__reliability__.0.precision": torch.eye(*precision[:1]).expand(precision).clone(),
+    }
+    return rewrite(saved, target, lambda c: c.update(reliability=block), state=state)
+
+
+BAD_RELIABILITY = {
+    "min_face_side a string": (
+        lambda b: b.update(min_face_side="24"),
+        "reliability statistics: min_face_side must be a number in [1, 4096], got '24'",
+    ),
+    "min_jpeg_quality 1e9": (
+        lambda b: b.update(min_jpeg_quality=10**9),
+        "min_jpeg_quality must be a number in [1, 100]",
+    ),
+    "flag_rate NaN": (lambda b: b.update(flag_rate=math.nan), "flag_rate must be a number"),
+    "threshold negative": (lambda b: b.update(threshold=-1), "threshold must be a number > 0"),
+    "k of a billion": (lambda b: b["layers"][0].update(k=10**9), "k must be an int in [1, 10000]"),
+    "no layers": (lambda b: b.update(layers=[]), "layers must list 1 to 16 layers"),
+    "unknown method": (lambda b: b["layers"][0].update(method="x"), "method must be one of"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_RELIABILITY)
+def test_reliability_settings_are_bounded_at_load(saved, tmp_path, case):
+    edit, words = BAD_RELIABILITY[case]
+    bad = _reliable(saved, tmp_path / "bad.safetensors", edit)
+    with pytest.raises(CheckpointError) as info:
+        Detector.load(bad, device="cpu")
+    assert str(info.value).startswith(f"{bad}: invalid metadata: ") and words in str(info.value)
+
+
+def test_reliability_statistics_whose_shapes_do_not_fit_are_refused(saved, tmp_path):
+    good = Detector.load(_reliable(saved, tmp_path / "good.safetensors"), device="cpu")
+    assert good.reliability is not None
+    bad = _reliable(saved, tmp_path / "bad.safetensors", precision=(3, 3))
+    with pytest.raises(CheckpointError, match=r"layer 'embedding': shapes do not fit"):
+        Detector.load(bad, device="cpu")

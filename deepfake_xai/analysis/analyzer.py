@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..detectors import Detector, resolve_device
-from ..explainers.base import TARGETS
+from ..explainers.base import TARGETS, heatmap_layers
 from ..paths import path_to_text
 from ..registry import EXPLAINERS
 from .block import BlockAnalyser, build_engines
@@ -36,6 +36,7 @@ from .inputs import Inputs, InputSpec, LabelSpec, resolve_inputs
 from .loader import DecodedImages, default_workers, make_loader
 from .result import AnalysisResult
 from .store import (
+    EMBEDDING,
     FORMAT,
     INVALID_SCORE,
     NO_FACE,
@@ -44,8 +45,10 @@ from .store import (
     REPORT,
     UNREADABLE,
     RunStore,
+    cam_column,
     export_tables,
     projection_stem,
+    unreadable_rows,
 )
 
 if TYPE_CHECKING:
@@ -174,6 +177,7 @@ class Analyzer:
         )
         timing = Timing()
         try:
+            self._record_problems(resolved, store)
             pending = [i for i in range(len(resolved)) if i not in store.done]
             if pending:
                 self._stream(resolved, pending, store, timing)
@@ -188,6 +192,23 @@ class Analyzer:
         finally:
             store.close()
         return AnalysisResult(store.out)
+
+    def _record_problems(self, inputs: Inputs, store: RunStore) -> None:
+        """Rows, with their reasons, for the inputs known to give no image (folders that
+        cannot be listed), so they are counted and listed in errors.csv without decoding."""
+        problems = {i: r for i, r in inputs.problem_indices().items() if i not in store.done}
+        if not problems:
+            return
+        images = {
+            i: (path_to_text(inputs.paths[i]), inputs.labels[i], reason)
+            for i, reason in problems.items()
+        }
+        versions = {d.name: d.fingerprint or "" for d in self.detectors}
+        arrays = {EMBEDDING: 1}
+        for explainer in self.explainers:
+            for layer in heatmap_layers(explainer, self.layers):
+                arrays[cam_column(explainer, layer)] = 2
+        store.add(unreadable_rows(images, versions, arrays))
 
     def _stream(self, inputs: Inputs, pending: list[int], store: RunStore, timing: Timing) -> None:
         """Process the ``pending`` images on this machine or on Ray."""
@@ -344,7 +365,10 @@ def analyze(
     found and the box are in the predictions); False analyses whole images. ``threads``: torch
     threads (see :func:`deepfake_xai.runtime.configure_threads`; None leaves torch's setting).
     An existing ``out`` with the same inputs and parameters is resumed (``resume=False``
-    overwrites it). Unreadable images are recorded with their reason and the run goes on.
+    overwrites it). Unreadable images are recorded with their reason and the run goes on (so
+    are paths too long to open and folders that cannot be listed). One run writes into ``out``
+    at a time: another one still writing there makes this call raise
+    :class:`~deepfake_xai.analysis.store.RunFolderInUseError` naming its process.
 
     ``backend="ray"`` runs on Ray Data (the ``[ray]`` extra): decoding in CPU tasks, the
     engines in ``actors`` stateful actors (default: one per GPU of the cluster, else one) with

@@ -4,7 +4,10 @@ Paths, folders, globs and CSV manifests go through :func:`deepfake_xai.data.disc
 ``Dataset`` yielding ``image`` or ``(image, label)`` is used as is, its labels read as it loads.
 Entries that discovery leaves out because they are no image files (folders, FIFOs, devices or
 dangling links named like images, and ``.svg`` files) are kept too, so that each gets a row with
-the reason it cannot be read instead of vanishing; none of them is opened for reading here.
+the reason it cannot be read instead of vanishing; none of them is opened for reading here. So
+are images whose path is longer than the system accepts (folders are listed through folder
+descriptors, which have no such limit), and folders that cannot be listed at all: such a folder
+is an input of its own, with the reason in :attr:`Inputs.problems` (its images are unknown).
 
 Each image also gets its **source** (where it comes from, for the per-source breakdown): the
 ``group`` column of a CSV manifest given as input; else, for an image found in a folder given
@@ -23,8 +26,8 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -60,6 +63,7 @@ class Inputs:
     labels: list[str | None]
     sources: list[str]
     dataset: Dataset | None = None
+    problems: Mapping[str, str] = field(default_factory=dict)  # path -> why it gives no image
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -69,6 +73,10 @@ class Inputs:
         if self.dataset is None:
             return self.paths[index], self.labels[index]
         return split_item(self.dataset[index])
+
+    def problem_indices(self) -> dict[int, str]:
+        """Index -> reason of the inputs known to give no image before any is decoded."""
+        return {i: self.problems[p] for i, p in enumerate(self.paths) if p in self.problems}
 
     def fingerprint(self) -> str:
         """SHA-256 over the paths, labels and sources, when any (a dataset: type and length)."""
@@ -89,7 +97,10 @@ def resolve_inputs(inputs: InputSpec, labels: LabelSpec = None) -> Inputs:
             raise ValueError("the dataset is empty")
         return Inputs([f"dataset[{i}]" for i in range(n)], [None] * n, [""] * n, inputs)
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    unusable = {p: label for item in items for p, label in unusable_entries(item).items()}
+    unusable: dict[str, str | None] = {}
+    problems: dict[str, str] = {}
+    for item in items:
+        unusable.update(unusable_entries(item, problems))
     listed = [part for i in items if _key(i) not in unusable for part in _source_folders(i)]
     samples = discover(listed) if listed else []
     found = {str(s.path): s.label for s in samples}
@@ -100,7 +111,7 @@ def resolve_inputs(inputs: InputSpec, labels: LabelSpec = None) -> Inputs:
     groups = {str(s.path): s.group for s in samples if s.group}
     sources = {**_folder_sources(items, paths), **groups}
     labelled = label_list(paths, [found[p] for p in paths], labels)
-    return Inputs(paths, labelled, [sources.get(p, "") for p in paths])
+    return Inputs(paths, labelled, [sources.get(p, "") for p in paths], problems=problems)
 
 
 def folder_sources(relative: Sequence[PurePath]) -> list[str]:
@@ -155,22 +166,93 @@ def _holds_images(folder: str) -> bool:
     return False
 
 
-def unusable_entries(item: str | os.PathLike) -> dict[str, str | None]:
+def unusable_entries(
+    item: str | os.PathLike, problems: dict[str, str] | None = None
+) -> dict[str, str | None]:
     """Entries named like images under ``item`` (a folder, or the entry itself) that are not
-    regular files, and ``.svg`` files: absolute path -> label from its class folder."""
+    regular files or whose path is too long to open, ``.svg`` files, and folders that cannot
+    be listed: absolute path -> label from its class folder. The reason of each folder that
+    cannot be listed goes into ``problems`` (path -> reason)."""
     path = _key(item)
     if os.path.isdir(path):
-        found = {}
-        for dirpath, dirnames, filenames in os.walk(path):
-            dirnames[:] = [d for d in dirnames if _walked(d)]
-            for name in [*dirnames, *filenames]:
+        found: dict[str, str | None] = {}
+        unlisted: dict[str, str] = {}
+        for dirpath, names in walk_folder(path, unlisted):
+            for name in names:
                 entry = os.path.join(dirpath, name)
                 if _looks_like_image(name) and _unusable(entry):
                     found[entry] = _class_label(os.path.relpath(entry, path))
+        for folder, reason in unlisted.items():
+            found[folder] = _class_label(os.path.join(os.path.relpath(folder, path), "_"))
+            if problems is not None:
+                problems[folder] = reason
         return found
     if os.path.lexists(path) and _looks_like_image(path) and _unusable(path):
         return {path: _class_label(path)}
     return {}
+
+
+def walk_folder(root: str, unlisted: dict[str, str]) -> Iterator[tuple[str, list[str]]]:
+    """``(folder, names of its entries)`` for ``root`` and every folder below it that
+    discovery enters (symbolic links are not followed). Each folder is opened relative to its
+    parent's descriptor, so a path longer than the system's limit is still listed; a folder
+    that cannot be opened or listed goes into ``unlisted`` with the reason."""
+    stack: list[tuple[int, str, Iterator[os.DirEntry]]] = []
+    pending: tuple[str, int | None, str] | None = (root, None, root)
+    try:
+        while pending or stack:
+            if pending is not None:
+                name, parent, path = pending
+                pending = None
+                listed = _list_folder(name, parent, path, unlisted)
+                if listed is not None:
+                    stack.append((listed[0], path, iter(listed[1])))
+                    yield path, [e.name for e in listed[1]]
+                continue
+            fd, path, entries = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                os.close(stack.pop()[0])
+            elif _walked(entry.name) and _is_folder(entry):
+                pending = (entry.name, fd, os.path.join(path, entry.name))
+    finally:
+        for fd, _, _ in stack:
+            os.close(fd)
+
+
+def _list_folder(
+    name: str, parent: int | None, path: str, unlisted: dict[str, str]
+) -> tuple[int, list[os.DirEntry]] | None:
+    """The open folder ``name`` (relative to the folder descriptor ``parent``; a link is
+    followed only for the root) and its entries by name; None, with the reason in
+    ``unlisted[path]``, when it cannot be read."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    if parent is not None:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(name, flags, dir_fd=parent)
+    except OSError as exc:
+        unlisted[path] = _unlisted_reason(exc)
+        return None
+    try:
+        with os.scandir(fd) as scan:
+            return fd, sorted(scan, key=lambda e: e.name)
+    except OSError as exc:
+        os.close(fd)
+        unlisted[path] = _unlisted_reason(exc)
+        return None
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def _unlisted_reason(exc: OSError) -> str:
+    detail = exc.strerror or type(exc).__name__
+    return f"a folder that cannot be read ({detail}): the images in it were not analysed"
 
 
 def _looks_like_image(name: str) -> bool:

@@ -31,8 +31,8 @@ NO_STATISTICS = (
 
 
 def p_fake_text(p_fake: float) -> str:
-    """P(fake) as every front door writes it: ``"P(fake) 0.93"``; the ends as ``"P(fake) above 0.99"``
-    and ``"P(fake) below 0.01"``, since a detector's 1.00 is not certainty."""
+    """P(fake) as every front door writes it: ``"P(fake) 0.93"``; the ends as
+    ``"P(fake) above 0.99"`` and ``"P(fake) below 0.01"``: a detector's 1.00 is not certainty."""
     if p_fake >= 0.995:
         return "P(fake) above 0.99"
     if p_fake < 0.005:

@@ -14,6 +14,11 @@ writer commit an image twice, readers keep the first part's rows (parts sort by 
 row is ever read twice. ``predictions.csv``, ``predictions.parquet`` and ``errors.csv`` are flat
 exports written at the end of a run.
 
+One writer at a time: :class:`RunStore` takes an exclusive lock on the folder's ``.lock`` file
+(released by the operating system when the process ends, however it ends), so a
+second run on the same folder stops at once with "in use by process N" instead of deleting the
+first one's temporary files. Every temporary file name is unique to its writer as well.
+
 Paths are stored as text by :func:`deepfake_xai.paths.path_to_text`, so any file name (even one
 that is not UTF-8) round-trips through every file here.
 """
@@ -24,8 +29,11 @@ import json
 import os
 import re
 import shutil
+import sys
+import threading
 import time
 import uuid
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +54,7 @@ PREDICTIONS = "predictions.csv"
 PREDICTIONS_PARQUET = "predictions.parquet"
 ERRORS = "errors.csv"
 REPORT = "report.html"
+LOCK = ".lock"
 
 RELIABILITY_FIELDS = ("ood_score", "reliable", "reasons")
 FACE_FIELDS = ("faces", "face_left", "face_top", "face_width", "face_height")
@@ -103,6 +112,12 @@ _PART_NAME = re.compile(r"part-\d+-[0-9a-f]+\.parquet")
 _OWNED_FILES = (RUN_JSON, INPUTS, PREDICTIONS, PREDICTIONS_PARQUET, ERRORS, REPORT)
 _OWNED_DIRS = (PARTS, "cams", "embeddings")  # the last two: format 1 runs
 _OWNED_PATTERNS = ("projection_*.csv", "projection_*.png")
+# what writers killed mid-write leave behind (temporary names of every file a run writes)
+_TEMPORARY = (
+    *(f".{name}*.tmp" for name in _OWNED_FILES),
+    ".projection_*.tmp",
+    f"{PARTS}/.part-*.tmp",
+)
 _FINGERPRINT_PARTS = {
     "inputs": "images, labels or sources",
     "detectors": "detectors (names, weights, preprocessing or reliability statistics)",
@@ -125,15 +140,99 @@ def projection_stem(detector: str) -> str:
     return f"projection_{safe_name(detector)}"
 
 
+class RunFolderInUseError(RuntimeError):
+    """Another process is writing into the run folder."""
+
+
+class FolderLock:
+    """An exclusive lock on ``folder`` (its ``.lock`` file holds the owner's process id).
+
+    A POSIX record lock (``lockf``): the kernel drops it when the owner exits, even on
+    SIGKILL, so a crashed run never leaves a stale lock, and forked children (DataLoader
+    workers) do not hold it, so a killed run's lingering workers never block the next run.
+    Record locks do not exclude threads of one process from each other, so the folders this
+    process holds are also kept in a set. Where ``fcntl`` is missing (Windows) only that set
+    is checked. A lock that is never released is released when the object is collected.
+    """
+
+    def __init__(self, folder: Path):
+        self.path = folder / LOCK
+        self._release: weakref.finalize | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`RunFolderInUseError` naming the owner's pid."""
+        key = os.path.realpath(self.path)
+        with _HELD_GUARD:
+            if key in _HELD:
+                raise self._in_use(str(os.getpid()))
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                _lock_file(fd)
+            except OSError:
+                owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                os.close(fd)
+                raise self._in_use(owner) from None
+            _HELD.add(key)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._release = weakref.finalize(self, _unlock, fd, key)
+
+    def release(self) -> None:
+        """Give the lock up (the file stays: removing it would race with a new owner)."""
+        if self._release is not None:
+            self._release()
+
+    def _in_use(self, owner: str) -> RunFolderInUseError:
+        return RunFolderInUseError(
+            f"{self.path.parent}: this folder is in use by process {owner} (another "
+            "analysis is writing into it); wait for that run to end, or use another "
+            "output folder"
+        )
+
+
+_HELD: set[str] = set()  # the lock files this process holds
+_HELD_GUARD = threading.Lock()
+
+
+def _lock_file(fd: int) -> None:
+    """Lock the whole file ``fd`` without waiting (OSError when another process holds it)."""
+    if sys.platform != "win32":
+        import fcntl
+
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _unlock(fd: int, key: str) -> None:
+    os.ftruncate(fd, 0)
+    os.close(fd)  # closing drops the record lock
+    with _HELD_GUARD:
+        _HELD.discard(key)
+
+
 # -- small atomic files ---------------------------------------------------------------------------
+def temporary_path(path: Path) -> Path:
+    """A hidden name beside ``path`` that no other writer (process or thread) uses."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
+
+
+def remove_temporary_files(out: Path) -> None:
+    """Remove what writers killed mid-write left in ``out`` (call with its lock held)."""
+    for pattern in _TEMPORARY:
+        for stale in out.glob(pattern):
+            stale.unlink(missing_ok=True)
+
+
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Write JSON atomically: a temporary file, fsync, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    tmp = temporary_path(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -143,19 +242,27 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def write_parquet(path: Path, table: pa.Table) -> None:
     """Write ``table`` to ``path`` atomically (temporary file, fsync, rename, folder fsync)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    tmp = temporary_path(path)
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     _sync_folder(path.parent)
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    """Write ``frame`` as UTF-8 CSV atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False, encoding="utf-8")
-    os.replace(tmp, path)
+    """Write ``frame`` as UTF-8 CSV atomically, with RFC 4180 line ends: a field holding a
+    carriage return or a line feed (a file name may) is quoted, so the CSV reads back with as
+    many rows as it was written with."""
+    tmp = temporary_path(path)
+    try:
+        frame.to_csv(tmp, index=False, encoding="utf-8", lineterminator="\r\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _sync_folder(folder: Path) -> None:
@@ -315,12 +422,21 @@ class RunStore:
         self._pending: list[pa.Table] = []
         self._committed = time.monotonic()
         self.out.mkdir(parents=True, exist_ok=True)
+        self._lock = FolderLock(self.out)
+        self._lock.acquire()
+        try:
+            self._open(resume, inputs_table(paths, labels, sources))
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, resume: bool, inputs: pa.Table) -> None:
+        """With the lock held: check or clear what is there, then start run.json."""
         self._check_existing(resume)
+        remove_temporary_files(self.out)
         (self.out / PARTS).mkdir(exist_ok=True)
-        for stale in (self.out / PARTS).glob(".part-*.tmp"):
-            stale.unlink()
         if not (self.out / INPUTS).exists():
-            write_parquet(self.out / INPUTS, inputs_table(paths, labels, sources))
+            write_parquet(self.out / INPUTS, inputs)
         self.done = self._done()
         write_json(self.out / RUN_JSON, self.info)
 
@@ -382,14 +498,46 @@ class RunStore:
         write_json(self.out / RUN_JSON, self.info)
 
     def close(self) -> None:
-        """Commit what is queued."""
-        self.commit()
+        """Commit what is queued and give the folder's lock up."""
+        try:
+            self.commit()
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> RunStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def unreadable_rows(
+    images: Mapping[int, tuple[str, str | None, str]],
+    detectors: Mapping[str, str],
+    arrays: Mapping[str, int],
+) -> pa.Table:
+    """Rows of status ``unreadable`` for inputs that give no image before any decoding
+    (``images``: index -> (path as text, label, reason)), one per image and detector
+    (``detectors``: name -> model version), with null ``arrays`` (column -> list depth)."""
+    keys = sorted(images)
+    n = len(keys) * len(detectors)
+    columns: dict[str, Any] = {field.name: pa.nulls(n, field.type) for field in ROW_SCHEMA}
+    columns["index"] = pa.array(keys * len(detectors), type=pa.int64())
+    for name, values in (
+        ("path", [images[k][0] for k in keys]),
+        ("label", [images[k][1] for k in keys]),
+        ("error", [images[k][2] for k in keys]),
+        ("status", [UNREADABLE] * len(keys)),
+        ("verdict", [""] * len(keys)),
+        ("reasons", [""] * len(keys)),
+    ):
+        columns[name] = pa.array(values * len(detectors), type=pa.string())
+    columns["detector"] = pa.array([d for d in detectors for _ in keys], type=pa.string())
+    columns[MODEL_VERSION] = pa.array([v for v in detectors.values() for _ in keys], pa.string())
+    table = pa.table(columns, schema=ROW_SCHEMA)
+    for column, depth in arrays.items():
+        table = table.append_column(column, pa.nulls(n, array_type(depth)))
+    return table
 
 
 def inputs_table(

@@ -5,7 +5,8 @@ found no signs of generation in, or was uncertain about (unlike the faces it lea
 
 Exit status: 0 when every image was processed, 1 when some could not be read (their reasons
 are in ``errors.csv``) or when no score at all was usable (every detector returned NaN or
-infinite scores for every image it saw), 2 for usage errors (including a missing extra).
+infinite scores for every image it saw) or when another run is still writing into ``--out``
+(its process id is named), 2 for usage errors (including a missing extra).
 """
 
 from __future__ import annotations

@@ -83,10 +83,15 @@ def _check_available(device: torch.device) -> None:
         )
 
 
+MEAN_RANGE = (-1.0, 2.0)  # pixels are in [0, 1]
+STD_RANGE = (1e-3, 10.0)  # 1/255 (inputs in 0..255) is fine; 1e-38 blows every pixel up
+
+
 def normalization_problems(mean: object, std: object) -> list[str]:
-    """What is wrong with a mean/std pair (three finite numbers each, std > 0); [] if nothing."""
+    """What is wrong with a mean/std pair (three finite numbers each, within
+    :data:`MEAN_RANGE` and :data:`STD_RANGE`); [] if nothing."""
     problems = []
-    for label, values in (("mean", mean), ("std", std)):
+    for label, values, (low, high) in (("mean", mean, MEAN_RANGE), ("std", std, STD_RANGE)):
         numbers = _three_numbers(values)
         if numbers is None:
             problems.append(f"{label} must be three numbers (one per RGB channel), got {values!r}")
@@ -94,6 +99,8 @@ def normalization_problems(mean: object, std: object) -> list[str]:
             problems.append(f"{label} must be finite, got {list(numbers)}")
         elif label == "std" and min(numbers) <= 0:
             problems.append(f"std must be positive (it divides the pixels), got {list(numbers)}")
+        elif not all(low <= v <= high for v in numbers):
+            problems.append(f"{label} must be in [{low:g}, {high:g}], got {list(numbers)}")
     return problems
 
 

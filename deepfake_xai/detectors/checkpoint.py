@@ -1,9 +1,11 @@
 """Detector checkpoints: safetensors weights plus a JSON metadata block.
 
 Pickled ``.pt``/``.pth`` files are never unpickled unless the caller opts in, and then only with
-``torch.load(weights_only=True)``. The metadata is validated before a detector is built (types,
-finite positive std, plausible input size, nesting depth) and the weights must be finite, so a
-broken checkpoint fails on load, not later with NaN verdicts. Every failure is a
+``torch.load(weights_only=True)``. Before anything is read, the path must be a regular file
+(a FIFO would block forever) whose safetensors header is of bounded size and tensor count. The
+metadata is validated before a detector is built (types, bounds of every preprocessing setting,
+nesting depth), and the weights must have usable dtypes and be finite, so a broken checkpoint
+fails on load, not later with NaN verdicts or gigabytes per image. Every failure is a
 :class:`CheckpointError` that says what is wrong with which file.
 """
 
@@ -11,8 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
+import stat
+import struct
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +39,20 @@ HUB_FILENAME = "model.safetensors"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 MAX_METADATA_DEPTH = 32
 REQUIRED_KEYS = ("detector", "architecture", "harmonization", "mean", "std")
+MAX_HEADER_BYTES = 8 << 20  # the shipped EfficientNet's header is 46 KB
+MAX_TENSORS = 10_000  # EfficientNet-B0 has about 300; a million took 27 s and 1.6 GB to refuse
+MAX_NAME_LENGTH = 200
+MAX_RELIABILITY_LAYERS = 16
+MAX_NEIGHBOURS = 10_000
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+_FILE_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
 
 
 class CheckpointError(ValueError):
@@ -112,6 +131,7 @@ def _unshared_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The JSON metadata block of a deepfake-xai safetensors checkpoint, validated."""
     path = Path(path)
+    read_header(path)  # bounded, before safetensors parses it
     try:
         with safe_open(str(path), framework="pt") as handle:
             raw = handle.metadata() or {}
@@ -137,6 +157,56 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
+def check_regular_file(path: Path) -> None:
+    """Refuse a path that is missing or no regular file, before anything opens it."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise CheckpointNotFoundError(f"{path}: checkpoint not found") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({plain_text(exc)})") from exc
+    if not stat.S_ISREG(mode):
+        kind = _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        raise CheckpointError(f"{path}: {kind}, not a checkpoint file")
+
+
+def read_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file, refused when it is larger than
+    :data:`MAX_HEADER_BYTES` or lists more than :data:`MAX_TENSORS` tensors."""
+    check_regular_file(path)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            size = struct.unpack("<Q", head)[0] if len(head) == 8 else None
+            if size is None or size > MAX_HEADER_BYTES:
+                return _header_too_big(path, size)
+            text = handle.read(size)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({plain_text(exc)})") from exc
+    try:
+        header = json.loads(text) if len(text) == size else None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        header = None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: not a safetensors checkpoint (its header is no JSON map)")
+    tensors = len(header) - ("__metadata__" in header)
+    if tensors > MAX_TENSORS:
+        raise CheckpointError(
+            f"{path}: its header lists {tensors} tensors, more than the {MAX_TENSORS} "
+            "a detector checkpoint may hold"
+        )
+    return header
+
+
+def _header_too_big(path: Path, size: int | None) -> dict[str, Any]:
+    if size is None:
+        raise CheckpointError(f"{path}: not a safetensors checkpoint (shorter than 8 bytes)")
+    raise CheckpointError(
+        f"{path}: not a usable safetensors checkpoint (a header of {size} bytes; at most "
+        f"{MAX_HEADER_BYTES} are read)"
+    )
+
+
 def validate_config(config: Mapping[str, Any], *, origin: str) -> None:
     """Raise :class:`CheckpointError` naming ``origin`` and every problem of a checkpoint config."""
     missing = [k for k in REQUIRED_KEYS if k not in config]
@@ -154,9 +224,10 @@ def _config_problems(config: Mapping[str, Any]) -> list[str]:
     if _deeper_than(config, MAX_METADATA_DEPTH):
         return [f"nested more than {MAX_METADATA_DEPTH} levels deep"]
     problems = [
-        f"{key} must be a non-empty string, got {config[key]!r}"
+        f"{key} must be a non-empty string of at most {MAX_NAME_LENGTH} characters, "
+        f"got {_short(config[key])}"
         for key in ("detector", "architecture")
-        if not (isinstance(config[key], str) and config[key].strip())
+        if not (isinstance(config[key], str) and 0 < len(config[key].strip()) <= MAX_NAME_LENGTH)
     ]
     if "labels" in config and config["labels"] != list(LABELS):
         problems.append(f"labels must be {list(LABELS)}, got {config['labels']!r}")
@@ -168,6 +239,10 @@ def _config_problems(config: Mapping[str, Any]) -> list[str]:
         and all(isinstance(k, str) and isinstance(v, str) for k, v in layers.items())
     ):
         problems.append(f"cam_layers must map names to module paths with a 'final', got {layers!r}")
+    if "reliability" in config:
+        problems += [
+            f"reliability statistics: {p}" for p in _reliability_problems(config["reliability"])
+        ]
     settings = config["harmonization"]
     if not isinstance(settings, dict):
         problems.append(f"harmonization must be a dict of settings, got {settings!r}")
@@ -184,6 +259,63 @@ def _config_problems(config: Mapping[str, Any]) -> list[str]:
                     f"{harmonization.image_size}"
                 )
     return problems
+
+
+def _reliability_problems(block: Any) -> list[str]:
+    """What is wrong with the settings of a reliability block (its tensors are checked when
+    it is built); [] if nothing."""
+    if not isinstance(block, dict):
+        return [f"must be a map of settings, got {_short(block)}"]
+    layers = block.get("layers")
+    if not (isinstance(layers, list) and 0 < len(layers) <= MAX_RELIABILITY_LAYERS):
+        return [f"layers must list 1 to {MAX_RELIABILITY_LAYERS} layers, got {_short(layers)}"]
+    problems = [p for layer in layers for p in _layer_problems(layer)]
+    checks = {
+        "threshold": (_is_number(block.get("threshold")) and block["threshold"] > 0, "> 0"),
+        "flag_rate": (_is_number(block.get("flag_rate", 0.05)), "in [0, 1]"),
+        "min_face_side": (_optional_int(block.get("min_face_side"), 1, 4096), "in [1, 4096]"),
+        "min_jpeg_quality": (_optional_int(block.get("min_jpeg_quality"), 1, 100), "in [1, 100]"),
+    }
+    if checks["flag_rate"][0] and not 0 <= block.get("flag_rate", 0.05) <= 1:
+        checks["flag_rate"] = (False, "in [0, 1]")
+    for key, (good, bound) in checks.items():
+        if not good:
+            problems.append(f"{key} must be a number {bound}, got {_short(block.get(key))}")
+    if not isinstance(block.get("fitted_on", {}), dict):
+        problems.append(f"fitted_on must be a map, got {_short(block['fitted_on'])}")
+    return problems
+
+
+def _layer_problems(layer: Any) -> list[str]:
+    from ..reliability import METHODS
+
+    if not (isinstance(layer, dict) and isinstance(layer.get("name"), str) and layer["name"]):
+        return [f"each layer must be a map with a name, got {_short(layer)}"]
+    name, problems = layer["name"][:MAX_NAME_LENGTH], []
+    if layer.get("method") not in METHODS:
+        problems.append(f"layer {name!r}: method must be one of {METHODS}")
+    if not (_is_number(layer.get("scale")) and layer["scale"] > 0):
+        problems.append(f"layer {name!r}: scale must be a number > 0")
+    if not _optional_int(layer.get("k", 10), 1, MAX_NEIGHBOURS):
+        problems.append(f"layer {name!r}: k must be an int in [1, {MAX_NEIGHBOURS}]")
+    return problems
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _optional_int(value: Any, low: int, high: int) -> bool:
+    """None, or an int (not a bool) in [low, high]."""
+    if value is None:
+        return True
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
@@ -251,8 +383,9 @@ def build_detector(
             f"{origin}: wrong architecture: the checkpoint holds {config['architecture']!r} "
             f"but detector {config['detector']!r} builds {detector.architecture!r}"
         )
-    _check_finite(state, origin=origin)
     weights, statistics = split_tensors(state)
+    _check_dtypes(detector.model, weights, statistics, origin=origin)
+    _check_finite(state, origin=origin)
     load_state(detector.model, weights, origin=origin)
     try:
         detector.apply_config(config)
@@ -263,8 +396,28 @@ def build_detector(
             detector.reliability = Reliability.from_checkpoint(config["reliability"], statistics)
         except ValueError as exc:
             raise CheckpointError(f"{origin}: reliability statistics: {plain_text(exc)}") from exc
+        problems = _statistics_problems(detector.reliability)
+        if problems:
+            raise CheckpointError(f"{origin}: reliability statistics: " + "; ".join(problems))
     detector.checkpoint = origin
     return detector.to(device)
+
+
+def _statistics_problems(reliability: Reliability) -> list[str]:
+    """Statistics whose shapes do not fit together (each would fail every image later)."""
+    problems = []
+    for name, stats in reliability.layers.items():
+        if stats.method == "knn":
+            fits = stats.bank.ndim == 2 and stats.bank.shape[0] > 0
+            shapes = f"bank {tuple(stats.bank.shape)}"
+        else:
+            means, precision = stats.means, stats.precision
+            width = means.shape[-1]
+            fits = means.ndim == 2 and means.shape[0] > 0 and precision.shape == (width, width)
+            shapes = f"means {tuple(means.shape)}, precision {tuple(precision.shape)}"
+        if not fits:
+            problems.append(f"layer {name!r}: shapes do not fit ({shapes})")
+    return problems
 
 
 def _missing_plugin(config: Mapping[str, Any]) -> str | None:
@@ -282,6 +435,38 @@ def _missing_plugin(config: Mapping[str, Any]) -> str | None:
         f"detector {config['detector']!r} comes from the plugin {dist}{saved}, which {state}; "
         f"install it (pip install {dist}) to load this checkpoint"
     )
+
+
+def _check_dtypes(
+    model: torch.nn.Module,
+    weights: Mapping[str, torch.Tensor],
+    statistics: Mapping[str, torch.Tensor],
+    *,
+    origin: str,
+) -> None:
+    """Refuse tensors whose dtype the model cannot use as it was trained: bool or integer
+    weights (copied in, they become 0/1 or whole numbers), fp8 and other exotic floats."""
+    expected = model.state_dict()
+    wrong = []
+    for key, tensor in [*weights.items(), *statistics.items()]:
+        target = expected.get(key)
+        if target is None and key in weights and not tensor.is_floating_point():
+            continue  # an unexpected key: load_state names it
+        floating = target is None or target.is_floating_point()
+        if tensor.dtype not in (FLOAT_DTYPES if floating else INTEGER_DTYPES):
+            kind = "a float" if floating else "an integer"
+            wrong.append(f"{key} is {_dtype_name(tensor.dtype)} (needs {kind} dtype)")
+    if wrong:
+        shown = ", ".join(wrong[:5]) + (f" (+{len(wrong) - 5} more)" if len(wrong) > 5 else "")
+        floats = ", ".join(_dtype_name(d) for d in FLOAT_DTYPES)
+        raise CheckpointError(
+            f"{origin}: unusable tensor dtypes ({len(wrong)} of {len(weights) + len(statistics)} "
+            f"tensors): {shown}; floats must be one of {floats}"
+        )
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _check_finite(state: Mapping[str, torch.Tensor], *, origin: str) -> None:
@@ -334,7 +519,9 @@ def resolve_source(
     """A local file for a path or an ``hf-hub:`` id (from the local hub cache when offline)."""
     text = os.fspath(source)
     if text.startswith(HUB_PREFIX):
-        return _download_from_hub(text[len(HUB_PREFIX) :], cache_dir=cache_dir)
+        path = _download_from_hub(text[len(HUB_PREFIX) :], cache_dir=cache_dir)
+        check_regular_file(path)
+        return path
     path = Path(text).expanduser()
     if not path.exists():
         raise CheckpointNotFoundError(f"{path}: checkpoint not found")
@@ -342,7 +529,8 @@ def resolve_source(
         candidate = path / HUB_FILENAME
         if not candidate.exists():
             raise CheckpointError(f"{path}: a directory without {HUB_FILENAME}")
-        return candidate
+        path = candidate
+    check_regular_file(path)
     return path
 
 

@@ -144,20 +144,22 @@ def model_card(detector: Detector, evaluation: dict, training_run: dict, run: Pa
         ),
         "licence": LICENCE,
         "reproduce": (
-            f"{_stage_one(training)}{training_run['command']}, then {evaluation['command']}, "
-            f"then python benchmarks/ship_default.py {run} (docs/results.md has every figure)"
+            f"{reproduce_training(training_run)}, then {evaluation['command']}, then python "
+            f"benchmarks/ship_default.py {run} (docs/results.md has every figure)"
         ),
     }
 
 
-def _stage_one(training: dict) -> str:
-    """How the checkpoint a run started from (``train_recipe.py --init``) was made, as words
-    that precede the run's own command; "" for a run from ImageNet."""
-    start = training.get("resumed_from")
+def reproduce_training(training_run: dict) -> str:
+    """The training commands of a run, oldest first (a resumed run lists the ones it
+    continued), preceded by how the checkpoint it started from (``--init``) was made."""
+    runs = [*training_run.get("earlier", []), training_run]
+    commands = ", then ".join(r["command"] for r in runs)
+    start = runs[0].get("init")
     if not start:
-        return ""
+        return commands
     made = read_metadata(start).get("model_card", {}).get("reproduce", "not recorded")
-    return f"stage 1 ({start}, the previous default: {made}); stage 2: "
+    return f"stage 1 ({start}, the previous default: {made}); stage 2: {commands}"
 
 
 def _count(counts: dict, split: str) -> str:

@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     record = {
         "name": args.name,
         "command": command_line("train_recipe.py", argv),
+        "init": str(args.init) if args.init else None,
+        "earlier": _earlier_runs(out, resume),
         "machine": f"{machine()}, {threads} torch threads",
         "date": time.strftime("%Y-%m-%d"),
         "seconds": round(time.perf_counter() - start, 1),
@@ -94,6 +96,15 @@ def main(argv: list[str] | None = None) -> None:
     }
     (out / "train.json").write_text(json.dumps(record, indent=2, default=str))
     print(json.dumps(record, indent=2, default=str))
+
+
+def _earlier_runs(out: Path, resume: Path | None) -> list[dict]:
+    """The records of the runs this one continues (a resumed run with more epochs), oldest
+    first, so that the whole history can be reproduced."""
+    if resume != out or not (out / "train.json").is_file():
+        return []
+    earlier = json.loads((out / "train.json").read_text())
+    return [*earlier.pop("earlier", []), earlier]
 
 
 if __name__ == "__main__":

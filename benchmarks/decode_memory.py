@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -128,12 +129,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--side", type=int, default=8000, help="image side in pixels (8000)")
     parser.add_argument("--kinds", nargs="*", default=list(KINDS), help="file kinds to measure")
+    parser.add_argument("--note", default="", help="words on the machine's load, for the record")
     add_output_args(parser, "decode_memory")
     args = parser.parse_args(argv)
     if args.worker:
         run_worker(args.worker)
         return
-    rows = []
+    rows, load = [], round(os.getloadavg()[0], 1)
     with tempfile.TemporaryDirectory() as tmp:
         for kind in args.kinds:
             path = make_file(kind, args.side, Path(tmp))
@@ -147,7 +149,8 @@ def main(argv: list[str] | None = None) -> None:
             )
     report = {
         "command": command_line("decode_memory.py", argv),
-        "machine": machine(),
+        "machine": machine() + (f", {args.note}" if args.note else ""),
+        "load_average": load,
         "date": date.today().isoformat(),
         "side": args.side,
         "rows": rows,
@@ -161,7 +164,8 @@ def _table(report: dict) -> list[str]:
     lines = [
         f"Command: `{report['command']}`",
         "",
-        f"Machine: {report['machine']}; {side} x {side} px ({side * side / 1e6:.0f} MP) per "
+        f"Machine: {report['machine']} (load average {report['load_average']} at the start); "
+        f"{side} x {side} px ({side * side / 1e6:.0f} MP) per "
         f"file; measured {report['date']}. Peak = RSS high-water mark of a fresh process minus "
         "its RSS just before the decode. *pillow* is `Image.open(path).convert('RGB')`; *gate* "
         "is `load_image(path)` (with the budget lifted, to measure it); *estimate* is "

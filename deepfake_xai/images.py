@@ -9,7 +9,7 @@ than :data:`DEFAULT_MAX_DECODE_BYTES` are rejected; no other exception escapes. 
 formats are decoded (see :data:`FORMATS`), which keeps exotic decoders (EPS through Ghostscript,
 headerless formats such as TGA) away from untrusted uploads.
 
-Damaged JPEGs are **rejected, not flagged**. JPEGs are decoded by libjpeg-turbo through
+Damaged files are **rejected, not flagged**. JPEGs are decoded by libjpeg-turbo through
 ``simplejpeg`` in strict mode, so any warning of the decoder ("Premature end of JPEG file",
 "Corrupt JPEG data: ...") fails the decode; Pillow silences those warnings and fills the missing
 blocks with grey or smeared data, which a detector of generation artifacts would then score with
@@ -17,9 +17,15 @@ confidence. A flag would have to travel through every output and be checked by e
 a rejection uses the error path every front door already has (a batch records it and goes on).
 The decoder stops at its first warning, so harmless warnings (an unknown JFIF revision) are
 rejected too: re-saving such a file fixes it. A JPEG whose header claims more pixels than its bytes
-can encode (a Huffman-coded scan spends at least one bit per 8 x 8 block) is refused before
-decoding. Each check is local to its call (no global state, no ``warnings`` filters), so the gate
-is safe to use from several threads. See ``docs/input-safety.md`` for the measured figures.
+can encode (a Huffman-coded scan spends at least one bit per 8 x 8 block), one whose scans stop
+before every component and coefficient is sent (a progressive file cut at a scan boundary, which
+libjpeg finishes in silence) and one of more than :data:`MAX_JPEG_SCANS` scans are refused before
+decoding. Other formats' decoders pass some damage in silence too: a PNG whose zlib stream ends
+before its last row (Pillow leaves the rest black) and a WebP cut and zero-padded to its full
+length (libwebp decodes the zeros as empty blocks) are rejected, and a PNG of more than
+:data:`MAX_PNG_CHUNKS` chunks is refused before Pillow reads its chunk list. Each check is
+local to its call (no global state, no ``warnings`` filters), so the gate is safe to use from
+several threads. See ``docs/input-safety.md`` for the measured figures.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import os
 import re
 import stat
 import struct
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
@@ -43,6 +50,8 @@ __all__ = [
     "DEFAULT_MAX_DECODE_BYTES",
     "DEFAULT_MAX_PIXELS",
     "FORMATS",
+    "MAX_JPEG_SCANS",
+    "MAX_PNG_CHUNKS",
     "ImageLoadError",
     "ImageSource",
     "decode_cost",
@@ -77,6 +86,18 @@ FORMATS: tuple[str, ...] = (
     "HEIF",
 )
 """Pillow formats that are decoded (those whose plugin is installed); anything else is rejected."""
+
+MAX_JPEG_SCANS: int = 100
+"""Most scans a JPEG may have, counted from its markers before decoding. Each scan of a
+progressive JPEG makes the decoder pass over every block of the image again: a 228 KB file of 883
+valid scans (8000 x 8000 grey) took 24.8 s of CPU in the outside test, 16.9 s here. Encoders
+write 1 scan per image (baseline) or about 10 (libjpeg's progressive script); NVIDIA's
+nvImageCodec refuses more than 256 by default."""
+
+MAX_PNG_CHUNKS: int = 100_000
+"""Most chunks a PNG may have. Pillow reads the chunk list in Python and keeps every private
+chunk: a 96 MB PNG of 8,000,000 empty chunks took 22.6 s and 919 MB. 100,000 admits a 512 MiB
+image stored in libpng's 8 KiB IDAT chunks; the limit is checked before Pillow reads any chunk."""
 
 ImageSource = (
     str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | Image.Image | np.ndarray
@@ -114,6 +135,26 @@ _LIBJPEG_WARNINGS = (
 # Start-of-frame markers of Huffman-coded JPEGs (arithmetic coding has no per-block minimum).
 _HUFFMAN_FRAMES = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7})
 _FRAMES = _HUFFMAN_FRAMES | {0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_PROGRESSIVE_FRAMES = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
+_SOS, _EOI = 0xDA, 0xD9
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM and the restart markers: no length
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CRITICAL = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND"})
+_PNG_CHUNK_OVERHEAD = 160  # Pillow's objects per kept chunk: 64 B here, 115 B outside
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
+_ADAM7 = (
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+)
+_INFLATE_STEP = 1 << 20
+_WEBP_IMAGE_CHUNKS = frozenset({b"VP8 ", b"VP8L", b"ALPH"})
+# The next marker after entropy-coded data: 0xFF not followed by a stuffed zero or a restart.
+_NEXT_MARKER = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")
 
 
 class ImageLoadError(ValueError):
@@ -182,10 +223,11 @@ def load_image(
         side = max(draft_size) if draft_size else None
         with _opened(source) as (img, fp):
             _check_size(img.size, max_pixels, max_aspect)
-            _check_budget(img, side, max_decode_bytes)
+            _check_budget(img, fp, side, max_decode_bytes)
             if img.format in _JPEG_FORMATS:
                 rgb = _decode_jpeg(img, fp, side)
             else:
+                _check_payload(img, fp)
                 img.load()
                 rgb = _to_rgb(img, background)
             orientation = _orientation(img)
@@ -267,17 +309,18 @@ def decode_cost(
     with _guard(name or describe_source(source)):
         if isinstance(source, (Image.Image, np.ndarray)):
             raise _Reject("already decoded: only encoded images have a decode cost")
-        with _opened(source) as (img, _):
-            return _decode_cost(img, max(draft_size) if draft_size else None)
+        with _opened(source) as (img, fp):
+            return _decode_cost(img, fp, max(draft_size) if draft_size else None)
 
 
-def _decode_cost(img: Image.Image, draft_side: int | None) -> int:
+def _decode_cost(img: Image.Image, fp: BinaryIO, draft_side: int | None) -> int:
     """Bytes one decode of the opened (not yet loaded) ``img`` may take at peak.
 
     From the header alone: the decoder's output at its bytes per pixel plus the RGB result (4
     bytes per pixel in Pillow), the 8-bit strip conversion of 16/32-bit data, the RGBA copy that
-    palette transparency needs, libtiff's buffer for one strip or tile, and the buffers of the
-    WebP/AVIF/HEIF decoders (8 B/px, measured for WebP). JPEGs
+    palette transparency needs, libtiff's buffer for one strip or tile, the buffers of the
+    WebP/AVIF/HEIF decoders (8 B/px, measured for WebP) and the ancillary chunks Pillow keeps of
+    a PNG (their bytes plus :data:`_PNG_CHUNK_OVERHEAD` each). JPEGs
     count the decoder's RGB array (3 B/px, CMYK 4 + 4) at the DCT scale ``draft_side`` allows.
     ``benchmarks/README.md`` compares these estimates with measured peaks.
     """
@@ -295,7 +338,8 @@ def _decode_cost(img: Image.Image, draft_side: int | None) -> int:
     if img.format in _OWN_BUFFER_FORMATS:
         per_pixel += 8
     strip = _tiff_strip_rows(img) * w * decoded if img.format == "TIFF" else 0
-    return w * h * per_pixel + strip
+    chunks = _png_ancillary_bytes(fp) if img.format == "PNG" else 0
+    return w * h * per_pixel + strip + chunks
 
 
 def _tiff_strip_rows(img: Image.Image) -> int:
@@ -339,6 +383,7 @@ def _opened(source: object) -> Iterator[tuple[Image.Image, BinaryIO]]:
     process-wide ``warnings`` filter could turn into an error) instead of ``max_pixels``.
     """
     with _stream(source) as fp:
+        _check_chunk_count(fp)
         img = _identify(fp)
         with img:
             yield img, fp
@@ -484,9 +529,11 @@ def _check_size(size: tuple[int, int], max_pixels: int, max_aspect: float) -> No
         )
 
 
-def _check_budget(img: Image.Image, draft_side: int | None, max_decode_bytes: int) -> None:
+def _check_budget(
+    img: Image.Image, fp: BinaryIO, draft_side: int | None, max_decode_bytes: int
+) -> None:
     """Refuse a decode whose estimated peak memory exceeds ``max_decode_bytes``."""
-    cost = _decode_cost(img, draft_side)
+    cost = _decode_cost(img, fp, draft_side)
     if cost > max_decode_bytes:
         w, h = img.size
         raise _Reject(
@@ -501,7 +548,7 @@ def _decode_jpeg(img: Image.Image, fp: BinaryIO, draft_side: int | None) -> Imag
     """Decode with libjpeg-turbo in strict mode: any decoder warning rejects the file."""
     fp.seek(0)
     data = fp.read()
-    _check_jpeg_payload(data, img.size)
+    _check_jpeg_structure(data, img.size)
     cmyk = img.mode == "CMYK"
     scale = _jpeg_scale(img.size, draft_side)
     try:
@@ -538,37 +585,242 @@ def _jpeg_scale(size: tuple[int, int], draft_side: int | None) -> int:
     return scale
 
 
-def _check_jpeg_payload(data: bytes, size: tuple[int, int]) -> None:
+def _check_jpeg_structure(data: bytes, size: tuple[int, int]) -> None:
+    """Refuse, before decoding, a JPEG with too many scans, one whose bytes cannot hold the
+    pixels its header claims, and one whose scans stop before every coefficient is sent."""
+    frame, components, scans = None, (), []
+    for marker, payload in _jpeg_segments(data):
+        if marker in _FRAMES and frame is None:
+            frame, components = marker, _frame_components(payload)
+        elif marker == _SOS:
+            scans.append(payload)
+            if len(scans) > MAX_JPEG_SCANS:
+                raise _Reject(
+                    f"JPEG with more than {MAX_JPEG_SCANS} scans: decoding it would take too "
+                    "long (an encoder writes at most a few dozen)"
+                )
+    if frame in _HUFFMAN_FRAMES:
+        _check_jpeg_payload(len(data), size)
+    if frame is not None:
+        _check_jpeg_complete(frame in _PROGRESSIVE_FRAMES, components, scans)
+
+
+def _check_jpeg_payload(length: int, size: tuple[int, int]) -> None:
     """Refuse a Huffman-coded JPEG whose bytes cannot encode the pixels its header claims.
 
     Every 8 x 8 block of the full-resolution component costs at least one bit (its DC code), so
     ``w * h`` pixels need at least ``ceil(w / 8) * ceil(h / 8) / 8`` bytes of scan data.
     """
-    if _jpeg_frame_marker(data) not in _HUFFMAN_FRAMES:
-        return
     w, h = size
     needed = math.ceil(w / 8) * math.ceil(h / 8) // 8
-    if len(data) < needed:
+    if length < needed:
         raise _Reject(
             f"damaged JPEG: its header claims {w} x {h} pixels, which need at least {needed} "
-            f"bytes of image data, but the file holds {len(data)}"
+            f"bytes of image data, but the file holds {length}"
         )
 
 
-def _jpeg_frame_marker(data: bytes) -> int | None:
-    """The start-of-frame marker (0xC0...0xCF) of a JPEG stream, None if not found."""
+def _check_jpeg_complete(progressive: bool, components: tuple[int, ...], scans: list) -> None:
+    """Refuse a JPEG whose scans leave a component, or a progressive JPEG whose scans leave a
+    coefficient, unsent or unrefined: libjpeg fills the gap without a warning, so a progressive
+    file cut at a scan boundary decodes to a blurred or colourless picture."""
+    lowest_bit: dict[int, list[int | None]] = {c: [None] * 64 for c in components}
+    for scan in scans:
+        count = scan[0] if scan else 0
+        if len(scan) < 4 + 2 * count:
+            continue  # malformed: left to the decoder's own error
+        first, last, approximation = scan[1 + 2 * count : 4 + 2 * count]
+        band = range(first, min(last, 63) + 1) if progressive else range(64)
+        bit = approximation & 0x0F if progressive else 0
+        for component in scan[1 : 1 + 2 * count : 2]:
+            bits = lowest_bit.get(component, [])
+            for k in band[: len(bits)]:
+                bits[k] = bit
+    missing = {c: sum(bit != 0 for bit in bits) for c, bits in lowest_bit.items()}
+    if any(missing.values()):
+        parts = ", ".join(f"component {c}: {n} of 64" for c, n in missing.items() if n)
+        raise _Reject(
+            f"damaged JPEG: the image is incomplete ({parts} frequency coefficients never sent "
+            "or never fully refined); the file was probably cut"
+        )
+
+
+def _frame_components(payload: bytes) -> tuple[int, ...]:
+    """The component ids of a start-of-frame segment."""
+    count = payload[5] if len(payload) > 5 else 0
+    return tuple(payload[6 : 6 + 3 * count : 3])
+
+
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(marker, payload) of each marker segment up to the end of the image, stepping over the
+    entropy-coded data that follows each start-of-scan segment (a regex search, not a loop)."""
     at = 2
     while at + 4 <= len(data) and data[at] == 0xFF:
         marker = data[at + 1]
         if marker == 0xFF:  # fill byte
             at += 1
             continue
-        if marker in _FRAMES:
-            return marker
-        if marker == 0xDA:  # start of scan before any frame header
-            return None
-        at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
-    return None
+        if marker == _EOI:
+            return
+        if marker in _STANDALONE:
+            at += 2
+            continue
+        end = at + 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+        yield marker, data[at + 4 : end]
+        at = end
+        if marker == _SOS:
+            found = _NEXT_MARKER.search(data, at)
+            if found is None:
+                return
+            at = found.start()
+
+
+# -- PNG and WebP -----------------------------------------------------------------------------
+def _check_chunk_count(fp: BinaryIO) -> None:
+    """Refuse a PNG of more than :data:`MAX_PNG_CHUNKS` chunks before Pillow reads its list."""
+    if fp.read(len(_PNG_SIGNATURE)) == _PNG_SIGNATURE:
+        _png_chunks(fp)
+    fp.seek(0)
+
+
+def _png_chunks(fp: BinaryIO) -> list[tuple[bytes, int, int]]:
+    """(type, offset of the data, length) of each chunk of a PNG, up to IEND or the end of the
+    file, from the 8-byte chunk headers alone; the stream's position is left where it was."""
+    position, chunks = fp.tell(), []
+    fp.seek(len(_PNG_SIGNATURE))
+    while len(chunks) <= MAX_PNG_CHUNKS:
+        head = fp.read(8)
+        if len(head) < 8:
+            break
+        length, kind = int.from_bytes(head[:4], "big"), head[4:]
+        chunks.append((kind, fp.tell(), length))
+        if kind == b"IEND":
+            break
+        fp.seek(length + 4, io.SEEK_CUR)  # the data and its CRC
+    fp.seek(position)
+    if len(chunks) > MAX_PNG_CHUNKS:
+        raise _Reject(
+            f"PNG with more than {MAX_PNG_CHUNKS} chunks: reading them would take too long "
+            "(an encoder writes a few, plus one per 8-64 KiB of image data)"
+        )
+    return chunks
+
+
+def _png_ancillary_bytes(fp: BinaryIO) -> int:
+    """Memory Pillow may keep for a PNG's ancillary chunks (private chunks, text, profiles)."""
+    return sum(
+        length + _PNG_CHUNK_OVERHEAD
+        for kind, _, length in _png_chunks(fp)
+        if kind not in _PNG_CRITICAL
+    )
+
+
+def _check_payload(img: Image.Image, fp: BinaryIO) -> None:
+    """Refuse damage that Pillow's decoders pass in silence (JPEGs have their own decoder)."""
+    if img.format == "PNG":
+        _check_png_rows(fp)
+    elif img.format == "WEBP":
+        fp.seek(0)
+        _check_webp_tail(fp.read(), img.size)
+
+
+def _check_png_rows(fp: BinaryIO) -> None:
+    """Refuse a PNG whose image data inflates to fewer bytes than its rows need.
+
+    Pillow stops at the end of the zlib stream and leaves the missing rows black, without an
+    error, so a valid stream that holds half the rows decodes to half a picture. Inflating the
+    stream once more (in 1 MiB steps, nothing kept) counts its bytes.
+    """
+    chunks = _png_chunks(fp)
+    header = next((offset for kind, offset, _ in chunks if kind == b"IHDR"), None)
+    if header is None:
+        return  # left to Pillow's own error
+    fp.seek(header)
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", fp.read(13))
+    bits = depth * _PNG_CHANNELS.get(colour, 1)
+    needed = _png_filtered_bytes(width, height, bits, interlace == 1)
+    found = _inflated_size(_chunk_data(fp, chunks, b"IDAT"), needed)
+    if found < needed:
+        rows = "" if interlace else f" ({found // (1 + _row_bytes(width, bits))} of {height} rows)"
+        raise _Reject(
+            f"damaged PNG: truncated image data: its zlib stream holds {found} of the {needed} "
+            f"bytes its header needs{rows}; the file was probably cut"
+        )
+
+
+def _row_bytes(width: int, bits: int) -> int:
+    return (width * bits + 7) // 8
+
+
+def _png_filtered_bytes(width: int, height: int, bits: int, interlaced: bool) -> int:
+    """Bytes of filtered rows (a filter byte per row) a PNG's zlib stream must inflate to."""
+    if not interlaced:
+        return height * (1 + _row_bytes(width, bits))
+    total = 0
+    for x0, y0, dx, dy in _ADAM7:
+        w, h = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if w > 0 and h > 0:
+            total += h * (1 + _row_bytes(w, bits))
+    return total
+
+
+def _chunk_data(fp: BinaryIO, chunks: list, kind: bytes) -> Iterator[bytes]:
+    """The data of every chunk of type ``kind``, in 64 KiB pieces."""
+    for chunk_kind, offset, length in chunks:
+        if chunk_kind != kind:
+            continue
+        fp.seek(offset)
+        while length > 0:
+            piece = fp.read(min(length, 1 << 16))
+            if not piece:
+                return
+            length -= len(piece)
+            yield piece
+
+
+def _inflated_size(pieces: Iterator[bytes], limit: int) -> int:
+    """Bytes the zlib stream in ``pieces`` inflates to, counted up to just past ``limit``."""
+    inflater, size = zlib.decompressobj(), 0
+    for piece in pieces:
+        while piece and size <= limit:
+            size += len(inflater.decompress(piece, _INFLATE_STEP))
+            piece = inflater.unconsumed_tail
+        if inflater.eof or size > limit:
+            break
+    return size
+
+
+def _check_webp_tail(data: bytes, size: tuple[int, int]) -> None:
+    """Refuse a WebP whose image data ends in more zero bytes than any encoder writes.
+
+    A file cut short and zero-padded to its full length (what an interrupted download or copy
+    leaves) keeps a valid header, and libwebp decodes the zeros as smooth, empty blocks. An
+    encoder ends a flat image in at most 0.035 zero bytes per 16 x 16 macroblock (measured with
+    libwebp: flat, part-flat and photo images, lossy and lossless); 64 bytes plus 0.25 per
+    macroblock is far above that.
+    """
+    blocks = math.ceil(size[0] / 16) * math.ceil(size[1] / 16)
+    allowed = 64 + blocks // 4
+    for payload in _webp_image_chunks(data, 12):
+        zeros = len(payload) - len(payload.rstrip(b"\0"))
+        if zeros > allowed:
+            raise _Reject(
+                f"damaged WebP: its image data ends in {zeros} zero bytes (an encoder writes at "
+                f"most {allowed} for this size); the file was probably cut and padded"
+            )
+
+
+def _webp_image_chunks(data: bytes, at: int) -> Iterator[bytes]:
+    """The payloads of the RIFF chunks that hold image data (VP8, VP8L, ALPH), also inside
+    animation frames, from offset ``at``."""
+    while at + 8 <= len(data):
+        kind, length = data[at : at + 4], int.from_bytes(data[at + 4 : at + 8], "little")
+        payload = data[at + 8 : at + 8 + length]
+        if kind in _WEBP_IMAGE_CHUNKS:
+            yield payload
+        elif kind == b"ANMF":
+            yield from _webp_image_chunks(payload, 16)  # after the frame's own header
+        at += 8 + length + (length & 1)
 
 
 # -- arrays and modes ---------------------------------------------------------------------------

@@ -210,3 +210,46 @@ def test_a_manifest_group_column_gives_the_sources_and_survives_a_resume(tmp_pat
     manifest.write_text("\n".join(rows).replace(",sd21", ",sd2") + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match="different images, labels or sources"):
         run_quadrant(manifest, tmp_path / "run")
+
+
+# -- words a person needs -----------------------------------------------------------------------
+def test_report_says_what_metrics_projections_and_limits_mean(faces, tmp_path):
+    from deepfake_xai.analysis import AnalysisResult
+    from deepfake_xai.analysis.projection import write_projection
+    from deepfake_xai.analysis.report import write_report
+
+    carded = QuadrantDetector()
+    carded.metadata = {**carded.metadata, "model_card": {"limits": "Sees one quadrant only."}}
+    result = analyze(  # as the Batch tab runs it: no projection, then one of its own
+        faces,
+        detectors=[carded],
+        explainers=[],
+        projection=None,
+        out=tmp_path / "run",
+        batch_size=8,
+        num_workers=0,
+        progress=False,
+        report=False,
+        faces=False,  # noise quadrants, not faces
+    )
+    write_projection(result, "quadrant", "pca")
+    page = write_report(AnalysisResult(result.out)).read_text(encoding="utf-8")
+    assert "None" not in page
+    assert "<h2>Embeddings: how each detector groups the images</h2>" in page
+    assert "Each point is an image" in page
+    head = re.search(r"<h2>Metrics \(labelled images\)</h2><table><tr>(.*?)</tr>", page)[1]
+    assert re.findall(r"<th>(.*?)</th>", head) == [
+        "detector",
+        "images",
+        "accuracy",
+        "precision",
+        "fakes caught",
+        "F1",
+        "ROC AUC",
+        "average precision",
+        "equal error rate",
+        "calibration error (ECE)",
+    ]
+    assert "<strong>equal error rate</strong>: the error rate at the threshold" in page
+    assert "<h2>Limits</h2><p>A detector recognises only the kinds of fake it learnt from" in page
+    assert "<li><strong>quadrant</strong>: Sees one quadrant only.</li>" in page

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import struct
 import warnings
@@ -19,6 +20,7 @@ from deepfake_xai.images import (
     DEFAULT_MAX_ASPECT,
     DEFAULT_MAX_PIXELS,
     ImageLoadError,
+    decode_cost,
     describe_source,
     image_size,
     load_image,
@@ -768,3 +770,242 @@ def test_small_images_decode_or_fail_cleanly(encoded, damage, where, xor):
     assert out.mode == "RGB" and out.width * out.height <= 1_000_000
     if damage == "none":
         assert out.size == size
+
+
+# ---------------------------------------------------------------- damage no decoder reports
+
+
+def photo(side: int = 256) -> Image.Image:
+    """A photo-like image: smooth gradients with mild noise."""
+    yy, xx = np.mgrid[0:side, 0:side] * 255 // side
+    rng = np.random.default_rng(5)
+    base = np.stack([xx, yy, (xx + yy) // 2], axis=-1) + rng.normal(0, 6, (side, side, 3))
+    return Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+
+
+def scan_starts(data: bytes) -> list[int]:
+    """Offsets of the start-of-scan markers of a JPEG made by Pillow (no 0xFFDA in its data)."""
+    return [at for at in range(len(data) - 1) if data[at : at + 2] == b"\xff\xda"]
+
+
+@pytest.mark.parametrize("scans_kept", [1, 4, 9])
+@pytest.mark.parametrize("end", [b"\xff\xd9", b""], ids=["with EOI", "without EOI"])
+def test_progressive_jpeg_cut_at_a_scan_boundary_is_rejected(tmp_path, scans_kept, end):
+    data = encode(photo(), "JPEG", quality=90, progressive=True)
+    cut = scan_starts(data)[scans_kept]
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data[:cut] + end)
+    err = rejected(path)
+    assert str(path) in str(err) and err.reason.startswith("damaged JPEG")
+
+
+def test_progressive_jpeg_missing_scans_names_what_is_missing():
+    data = encode(photo(), "JPEG", quality=90, progressive=True)
+    err = rejected(data[: scan_starts(data)[4]] + b"\xff\xd9", name="face.jpg")
+    assert str(err).startswith("face.jpg: damaged JPEG: the image is incomplete")
+    assert "component 1" in err.reason and "the file was probably cut" in err.reason
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_complete_jpegs_pass_the_scan_check(progressive):
+    data = encode(photo(64), "JPEG", quality=95, progressive=progressive, optimize=True)
+    with Image.open(io.BytesIO(data)) as img:
+        pillows = np.asarray(img.convert("RGB"), np.int16)
+    assert np.abs(np.asarray(load_image(data), np.int16) - pillows).mean() < 1
+
+
+def png_with_rows(img: Image.Image, rows: int, interlace: int = 0) -> bytes:
+    """An RGB PNG whose (valid, complete) zlib stream holds only the first ``rows`` rows."""
+    raw = img.tobytes()
+    line = 3 * img.width
+    filtered = b"".join(b"\0" + raw[r * line : (r + 1) * line] for r in range(rows))
+    ihdr = struct.pack(">IIBBBBB", img.width, img.height, 8, 2, 0, 0, interlace)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(filtered))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def test_png_whose_zlib_stream_holds_half_the_rows_is_rejected(tmp_path):
+    img = photo(64)
+    assert np.array_equal(np.asarray(load_image(png_with_rows(img, 64))), np.asarray(img))
+    path = tmp_path / "half.png"
+    path.write_bytes(png_with_rows(img, 32))
+    err = rejected(path)
+    assert str(path) in str(err)
+    assert err.reason == (
+        "damaged PNG: truncated image data: its zlib stream holds 6176 of the 12352 bytes "
+        "its header needs (32 of 64 rows); the file was probably cut"
+    )
+
+
+def test_interlaced_and_grey_pngs_pass_the_row_check():
+    for img in (photo(61), photo(61).convert("L"), noise(33, 17, "1"), noise(40, 30, "I;16")):
+        for interlace in (False, True):
+            data = encode(img, "PNG", interlace=interlace)
+            assert load_image(data).size == img.size
+
+
+def webp_cut_and_padded(img: Image.Image, **options) -> tuple[bytes, bytes]:
+    """The WebP of ``img`` and the same bytes cut at half and zero-padded to the full length."""
+    data = encode(img, "WEBP", **options)
+    half = len(data) // 2
+    return data, data[:half] + bytes(len(data) - half)
+
+
+@needs_webp
+@pytest.mark.parametrize(
+    "options", [{"quality": 80}, {"lossless": True}], ids=["lossy", "lossless"]
+)
+def test_webp_cut_and_zero_padded_is_rejected(tmp_path, options):
+    intact, damaged = webp_cut_and_padded(photo(), **options)
+    assert load_image(intact).size == (256, 256)
+    path = tmp_path / "padded.webp"
+    path.write_bytes(damaged)
+    err = rejected(path)
+    assert str(path) in str(err)
+    assert err.reason.startswith("damaged WebP: its image data ends in ")
+    assert "zero bytes" in err.reason and "the file was probably cut and padded" in err.reason
+
+
+@needs_webp
+@pytest.mark.parametrize("options", [{"quality": 100}, {"quality": 10}, {"lossless": True}])
+def test_webps_with_flat_areas_are_not_mistaken_for_padded_ones(options):
+    top = np.asarray(photo(512)).copy()
+    top[128:] = 0  # a flat bottom: the encoder itself ends the data in zero bytes
+    for img in (Image.fromarray(top), Image.new("RGB", (512, 512))):
+        assert load_image(encode(img, "WEBP", **options)).size == (512, 512)
+
+
+# ---------------------------------------------------------------- small files, long decodes
+
+
+def bits_to_bytes(bits: str) -> bytes:
+    """Entropy-coded bytes: padded with 1s, every 0xFF followed by a stuffed 0x00."""
+    bits += "1" * (-len(bits) % 8)
+    out = bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits), 8))
+    return out.replace(b"\xff", b"\xff\x00")
+
+
+def eob_runs(blocks: int) -> str:
+    """Bits that skip ``blocks`` blocks with end-of-band runs (AC symbol r << 4 has code r)."""
+    bits = ""
+    while blocks:
+        r = min(14, blocks.bit_length() - 1)
+        run = min(blocks, 2 ** (r + 1) - 1)
+        bits += format(r, "04b") + (format(run - 2**r, f"0{r}b") if r else "")
+        blocks -= run
+    return bits
+
+
+def segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+SINGLE_BANDS = tuple((k, k) for k in range(1, 64))
+
+
+def many_scan_jpeg(side: int, bands=SINGLE_BANDS, refinements: int = 14) -> bytes:
+    """A valid grey progressive JPEG: one DC scan and, per (first, last) band of AC
+    coefficients, a first scan plus ``refinements - 1`` successive-approximation scans. By
+    default 883 scans, the outside test's 24.8-second file; every block is flat grey, so each
+    scan is a few bytes."""
+    blocks = math.ceil(side / 8) ** 2
+    dc_table = bytes([0x00, 1] + [0] * 15 + [0])  # one DC code "0": difference category 0
+    ac_table = bytes([0x10] + [0, 0, 0, 15] + [0] * 12 + [r << 4 for r in range(15)])
+    parts = [
+        b"\xff\xd8",
+        segment(0xDB, bytes([0]) + bytes([1] * 64)),
+        segment(0xC2, struct.pack(">BHHB", 8, side, side, 1) + bytes([1, 0x11, 0])),
+        segment(0xC4, dc_table + ac_table),
+        segment(0xDA, bytes([1, 1, 0x00, 0, 0, 0])) + bits_to_bytes("0" * blocks),
+    ]
+    for first, last in bands:
+        for step in range(refinements):
+            al = refinements - 1 - step
+            ah = 0 if step == 0 else al + 1
+            header = bytes([1, 1, 0x00, first, last, ah << 4 | al])
+            parts.append(segment(0xDA, header) + bits_to_bytes(eob_runs(blocks)))
+    return b"".join(parts) + b"\xff\xd9"
+
+
+def png_behind_chunks(img: Image.Image, chunks: int, size: int = 0) -> bytes:
+    """A PNG of ``img`` with ``chunks`` private ancillary chunks of ``size`` bytes before IDAT."""
+    data = encode(img, "PNG")
+    private = png_chunk(b"prVt", bytes(size)) * chunks
+    return data[:33] + private + data[33:]
+
+
+def test_jpeg_with_more_scans_than_the_limit_is_refused_before_decoding(tmp_path, monkeypatch):
+    import simplejpeg
+
+    data = many_scan_jpeg(64)
+    assert len(scan_starts(data)) == 883
+    assert load_image(many_scan_jpeg(64, refinements=1)).size == (64, 64)
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(simplejpeg, "decode_jpeg", no_decode)
+    path = tmp_path / "scans.jpg"
+    path.write_bytes(data)
+    err = rejected(path)
+    assert str(path) in str(err)
+    assert err.reason == (
+        "JPEG with more than 100 scans: decoding it would take too long "
+        "(an encoder writes at most a few dozen)"
+    )
+
+
+def test_scan_limit_is_counted_before_the_decoder_runs(monkeypatch):
+    import deepfake_xai.images as images
+
+    monkeypatch.setattr(images, "MAX_JPEG_SCANS", 20)
+    twenty = (*SINGLE_BANDS[:18], (19, 63))  # with the DC scan: 20 scans, every coefficient
+    assert load_image(many_scan_jpeg(64, bands=twenty, refinements=1)).size == (64, 64)
+    assert "more than 20 scans" in rejected(many_scan_jpeg(64, refinements=1)).reason
+
+
+def test_png_with_too_many_chunks_is_refused_before_pillow_reads_them(tmp_path, monkeypatch):
+    from PIL import PngImagePlugin
+
+    import deepfake_xai.images as images
+
+    monkeypatch.setattr(images, "MAX_PNG_CHUNKS", 1000)
+    img = photo(32)
+    assert load_image(png_behind_chunks(img, 990)).size == (32, 32)
+
+    def no_parse(*args, **kwargs):
+        raise AssertionError("Pillow read the chunks")
+
+    monkeypatch.setattr(PngImagePlugin.PngStream, "call", no_parse)
+    path = tmp_path / "chunks.png"
+    path.write_bytes(png_behind_chunks(img, 2000))
+    for check in (load_image, image_size, decode_cost):
+        with pytest.raises(ImageLoadError) as info:
+            check(path)
+        assert str(path) in str(info.value)
+        assert info.value.reason == (
+            "PNG with more than 1000 chunks: reading them would take too long "
+            "(an encoder writes a few, plus one per 8-64 KiB of image data)"
+        )
+
+
+def test_the_default_chunk_limit_is_fast():
+    import time
+
+    data = png_behind_chunks(photo(32), 200_000)  # 2.4 MB of empty chunks
+    start = time.perf_counter()
+    assert "more than 100000 chunks" in rejected(data).reason
+    assert time.perf_counter() - start < 2
+
+
+def test_ancillary_chunks_count_in_the_decode_estimate():
+    img = photo(64)
+    bare = decode_cost(encode(img, "PNG"))
+    padded = decode_cost(png_behind_chunks(img, 500, size=2000))
+    assert padded - bare >= 500 * 2000
+    err = rejected(png_behind_chunks(img, 500, size=2000), max_decode_bytes=bare + 100_000)
+    assert "above the budget" in err.reason

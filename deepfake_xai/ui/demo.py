@@ -1,17 +1,24 @@
 """``build_demo``: the Gradio app, built from the loaded detectors and the explainer registry.
 
 The same app is a UI and an API: every event has an ``api_name``. Model work is serialised
-through one concurrency group (CAM hooks live on the shared models), the queue is bounded, and
-uploads are capped in size by :func:`serve`.
+through one concurrency group (CAM hooks live on the shared models), the queue is bounded and is
+the only way in (no direct REST calls around it), every handler that reads an upload runs in it,
+and uploads are capped in size by :func:`serve`. The app's work folder is deleted when it stops,
+also on SIGTERM.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import weakref
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -20,16 +27,44 @@ from ..api import list_explainers
 from ..detectors import Detector
 from . import legend, outcome
 from .about_tab import build_about_tab
-from .batch_tab import KEEP_RUNS, build_batch_tab
+from .batch_tab import KEEP_RUNS, KEEP_SECONDS, build_batch_tab
 from .demo_models import DemoConfig, resolve_models
 from .example_files import captioned, example_folder, folder_examples
 from .inspect_tab import ABOUT_TAB, KEEP_DOWNLOADS, build_inspect_tab
+from .uploads import MAX_TOTAL_BYTES, UploadLimits
 
 TITLE = "deepfake-xai: is this face real, and why does the detector think so?"
 MODEL_GROUP = "detectors"
+CHECK_GROUP = "upload-checks"  # decoding a dropped file before "Analyse"
 QUEUE_SIZE = 32  # requests waiting for the detectors (the one running is not counted)
 MAX_UPLOAD = "200mb"
 CACHE_SECONDS = (3600, 7200)  # Gradio deletes uploaded files older than 2 h, checking hourly
+
+
+def _summary_rows(most: int = 12) -> str:
+    """CSS giving a transposed summary table as many grid rows as the table has columns."""
+    return "".join(
+        f"  #batch-summary table:has(tr > :nth-child({n}):last-child) "
+        f"{{ grid-template-rows: repeat({n}, auto); }}\n"
+        for n in range(2, most + 1)
+    )
+
+
+def _column_widths(table: str, widths: Sequence[int]) -> str:
+    """CSS fixing a Gradio Dataframe's column widths in pixels (header and virtual rows)."""
+    rules = []
+    for n, width in enumerate(widths, start=1):
+        cells = f"{table} th:nth-child({n}), {table} .virtual-row > .body-cell:nth-child({n})"
+        rules.append(
+            f"  {cells} {{ width: {width}px !important; min-width: {width}px !important; "
+            f"max-width: {width}px !important; flex: 0 0 {width}px !important; }}\n"
+        )
+    return (
+        f"  {table} table, {table} .virtual-body {{ width: max-content !important; }}\n"
+        + "".join(rules)
+    )
+
+
 CSS = (
     """
 .detector-slot { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px; }
@@ -43,12 +78,31 @@ CSS = (
 .swatch { width: 12px; height: 12px; border-radius: 50%; display: inline-block; }
 #batch-summary table { display: block; overflow-x: auto; }
 #batch-summary th, #batch-summary td { white-space: nowrap; }
+/* The feature map takes the height its (wrapping) label leaves, instead of pushing its x axis
+   out of the box. */
+.projection.block { display: flex; flex-direction: column; }
+.projection .vega-embed { flex: 1 1 auto; height: auto !important; min-height: 0; }
+.projection .mark-symbol path { stroke-width: 2.5px; }  /* every point, even a pale one, shows */
+/* Table cells wrap at spaces and hyphens, never mid-word ("P(fak e)", "0 . 9 5"). */
+#batch-table th *, #batch-table .body-cell * { word-break: normal !important;
+  overflow-wrap: normal !important; }
 @media (max-width: 640px) {
-  /* Narrow screens: the tables scroll sideways instead of breaking words letter by letter. */
-  #batch-table table { min-width: 620px; }
-  #batch-table td, #batch-table th { word-break: normal; overflow-wrap: normal; }
-}
+  /* Narrow screens. Tab labels wrap onto two lines, so every tab stays in the bar (Gradio
+     moves the ones that do not fit into a "..." menu). */
+  .tab-wrapper, .tab-container { height: auto !important; }
+  .tab-container button { white-space: normal !important; max-width: 7.5em; height: auto !important;
+    line-height: 1.15; padding: 4px 8px !important; text-align: center; }
+  /* Summary tables are transposed (one column per row of the table: a label column, then the
+     values) instead of running off the screen; cells wrap at spaces, never mid-word. */
+  #batch-summary table { display: grid; grid-auto-flow: column; overflow-x: auto; }
+  #batch-summary thead, #batch-summary tbody, #batch-summary tr { display: contents; }
+  #batch-summary th, #batch-summary td { white-space: normal; word-break: normal;
+    overflow-wrap: normal; text-align: left; padding: 4px 8px; }
+  /* The predictions table scrolls sideways at fixed column widths. */
 """
+    + _summary_rows()
+    + _column_widths("#batch-table", (150, 130, 120, 84, 96, 64, 64, 240))
+    + "}\n"
     + legend.CSS
     + outcome.CSS
 )
@@ -61,10 +115,12 @@ DEMO_BANNER = (
 )
 UPLOADS_NOTE = (
     f"Uploads stay on this server only while they are needed: Gradio deletes uploaded files "
-    f"after at most {CACHE_SECONDS[1] // 3600} hours; the batch tab keeps its last {KEEP_RUNS} "
-    f"runs and the inspect tab its last {KEEP_DOWNLOADS} downloads, deleting older ones, and "
-    "everything when the app stops. Nothing is sent anywhere else. At most "
-    f"{QUEUE_SIZE} requests wait in line; the page shows your place in it."
+    f"after at most {CACHE_SECONDS[1] // 3600} hours; a batch's results are deleted when your "
+    f"next batch replaces them, when you close the page or after {KEEP_SECONDS // 3600} hours "
+    f"(and at most the last {KEEP_RUNS} batches are kept); the inspect tab keeps its last "
+    f"{KEEP_DOWNLOADS} downloads; everything is deleted when the app stops. One batch may "
+    f"unpack at most {MAX_TOTAL_BYTES // 2**30} GiB from its .zip files. Nothing is sent "
+    f"anywhere else. At most {QUEUE_SIZE} requests wait in line; the page shows your place in it."
 )
 
 
@@ -76,13 +132,15 @@ def build_demo(
     device: str = "auto",
     demo_config: DemoConfig | None = None,
     synthetic: bool = False,
+    limits: UploadLimits | None = None,
 ) -> gr.Blocks:
     """The app for ``detectors`` (objects, registry names), else ``checkpoints`` (paths or
     ``hf-hub:`` ids), else ``$DEEPFAKE_XAI_CHECKPOINTS``, else the detectors shipped with the
     package, else (or with ``synthetic``) the cached synthetic demo detectors (see
     :mod:`deepfake_xai.ui.demo_models`). ``examples`` replaces the labelled examples: a folder
     (captioned by its ``sources.json``) or image paths (default: ``$DEEPFAKE_XAI_EXAMPLES`` or
-    the packaged ones).
+    the packaged ones). ``limits`` bounds what one request and one session may unpack and what
+    checking a dropped file may cost (default :class:`~deepfake_xai.ui.uploads.UploadLimits`).
     """
     models = resolve_models(
         detectors, checkpoints, device=device, config=demo_config, synthetic=synthetic
@@ -106,14 +164,20 @@ def build_demo(
         with gr.Tabs() as tabs:
             with gr.Tab("Inspect one image", id="inspect"):
                 build_inspect_tab(
-                    models.detectors, explainers, shown, faces, work_dir, MODEL_GROUP, tabs
-                )
+                    models.detectors, explainers, shown, faces, work_dir, MODEL_GROUP, tabs,
+                    limits=limits, check_group=CHECK_GROUP,
+                )  # fmt: skip
             with gr.Tab("Analyse a batch", id="batch"):
-                build_batch_tab(models.detectors, projections, faces, work_dir, MODEL_GROUP)
+                build_batch_tab(
+                    models.detectors, projections, faces, work_dir, MODEL_GROUP,
+                    limits=limits, check_group=CHECK_GROUP,
+                )  # fmt: skip
             with gr.Tab("About the detectors", id=ABOUT_TAB):
                 build_about_tab(models.detectors, UPLOADS_NOTE)
-    demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
+    demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE, api_open=False)
     weakref.finalize(demo, shutil.rmtree, work_dir, ignore_errors=True)
+    atexit.register(_delete_cached, demo.temp_file_sets)  # at exit only: apps may share them
+    demo.work_dir = work_dir  # where runs and downloads live (deleted when the app stops)
     return demo
 
 
@@ -126,7 +190,33 @@ def serve(demo: gr.Blocks, **launch_kwargs: Any) -> Any:
         "footer_links": ["api"],
     }
     settings.update(launch_kwargs)
+    if not settings.get("prevent_thread_lock"):
+        _stop_on_sigterm()
     return demo.launch(**settings)
+
+
+def _delete_cached(cached: Sequence[set[str]]) -> None:
+    """Delete every file Gradio cached for an app (uploads, outputs) and the folders left
+    empty: Gradio does this itself only when its server shuts down in time."""
+    for files in cached:
+        for file in list(files):
+            path = Path(file)
+            with contextlib.suppress(OSError):
+                path.unlink()
+                path.parent.rmdir()  # Gradio keeps each file in a folder of its own
+
+
+def _stop_on_sigterm() -> None:
+    """Make SIGTERM stop the app as Ctrl-C does: the server closes (Gradio deletes its uploads)
+    and the interpreter exits normally (the work folder's finaliser runs), instead of dying
+    with everything left on disk."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _faces_available() -> bool:

@@ -1,10 +1,14 @@
-"""Turning failures into messages a user can read: a ``gr.Error``, never a traceback."""
+"""Turning failures into messages a user can read: a ``gr.Error``, never a traceback.
+
+Messages are plain text (API clients read them as they are; the page's toast sanitises what it
+shows) and never carry a server path: an operating-system error shows the file's name only.
+"""
 
 from __future__ import annotations
 
 import functools
-import html
 import logging
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -27,8 +31,16 @@ def unreadable(name: str, error: ImageLoadError) -> gr.Error:
 
 
 def user_error(message: str) -> gr.Error:
-    """A ``gr.Error`` showing ``message`` as text (it may contain file names: escaped)."""
-    return gr.Error(html.escape(message), title="Cannot analyse this", print_exception=False)
+    """A ``gr.Error`` showing ``message``, plain text."""
+    return gr.Error(message, title="Cannot analyse this", print_exception=False)
+
+
+def describe(exc: BaseException) -> str:
+    """``exc`` in words without server paths (an ``OSError`` names its file by base name)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        name = os.path.basename(os.fsdecode(exc.filename)) if exc.filename else ""
+        return f"{name}: {exc.strerror}" if name else exc.strerror
+    return str(exc)
 
 
 def friendly(fn: F) -> F:
@@ -47,11 +59,12 @@ def friendly(fn: F) -> F:
         except ImageLoadError as exc:
             raise unreadable(exc.source, exc) from None
         except USER_ERRORS as exc:
-            raise user_error(str(exc)) from None
+            raise user_error(describe(exc)) from None
         except Exception as exc:
             log.exception("%s failed", fn.__name__)
             raise user_error(
-                f"internal error ({type(exc).__name__}: {exc}); the server log has the details"
+                f"internal error ({type(exc).__name__}: {describe(exc)}); the server log has "
+                "the details"
             ) from None
 
     return wrapper  # type: ignore[return-value]

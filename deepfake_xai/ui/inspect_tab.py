@@ -40,10 +40,15 @@ from .text import (
     plain,
     reading,
 )
-from .uploads import prune_runs
+from .upload_check import CHECKS_AT_ONCE, check_images
+from .uploads import UploadLimits, prune_runs
 
 LAYERS = ("final", "mid")
 DISPLAY_SIZE = 448  # overlays are drawn at this size: at least what the page shows
+FACES_HEIGHT = 220  # the "Faces found" view's height on the page, in CSS pixels
+FACES_SIZE = (4 * FACES_HEIGHT, 2 * FACES_HEIGHT)  # drawn to fit this: 2 pixels per CSS pixel
+BOX_LINE = 4  # face box line width at that size (2 CSS pixels)
+MIN_BOX = 40  # a face box is drawn at least this wide at that size (20 CSS pixels)
 KEEP_DOWNLOADS = 16
 ABOUT_TAB = "about"  # the id of the tab with the model cards
 # The second map each heatmap is checked against: pixel saliency for the Grad-CAM family,
@@ -91,11 +96,15 @@ def build_inspect_tab(
     work_dir: str,
     concurrency_id: str,
     tabs: gr.Tabs,
+    *,
+    limits: UploadLimits | None = None,
+    check_group: str = "upload-checks",
 ) -> None:
     """Lay out the tab inside the current ``gr.Blocks`` and wire ``/inspect``.
 
     ``examples`` are (path, caption) pairs; ``faces`` says whether face detection is installed;
-    ``tabs`` holds the About tab (id :data:`ABOUT_TAB`) that each slot's card button opens.
+    ``tabs`` holds the About tab (id :data:`ABOUT_TAB`) that each slot's card button opens. A
+    dropped photo is checked in the queue's ``check_group`` within ``limits``.
     """
     names = [d.name for d in detectors]
     with gr.Row():
@@ -181,7 +190,7 @@ def build_inspect_tab(
                 faces_view = gr.Image(
                     label="Faces found",
                     interactive=False,
-                    height=220,
+                    height=FACES_HEIGHT,
                     elem_id="faces-view",
                 )
                 face_note = gr.Markdown(label="Face search", elem_id="face-note")
@@ -209,13 +218,17 @@ def build_inspect_tab(
     cleared = [result, download, faces_view, face_note] + [
         c for slot in slots for c in slot.components
     ]
+    # Outside the queue, so it must not read the file: ``preprocess=False`` keeps Gradio from
+    # opening the image (the check below decodes it, in the queue, within bounds).
     image.change(
         lambda picture: [None, None, None, ""] + _waiting(picture) * len(slots), inputs=image,
-        outputs=cleared, queue=False, show_progress="hidden", api_visibility="private",
+        outputs=cleared, queue=False, preprocess=False, show_progress="hidden",
+        api_visibility="private",
     )  # fmt: skip
     image.upload(
-        check_upload, inputs=image, outputs=[image, status], preprocess=False, queue=False,
-        api_visibility="private",
+        lambda upload: check_upload(upload, limits), inputs=image, outputs=[image, status],
+        preprocess=False, api_visibility="private", concurrency_id=check_group,
+        concurrency_limit=CHECKS_AT_ONCE, show_progress="minimal",
     )  # fmt: skip
     button.click(
         run_inspect,
@@ -276,15 +289,17 @@ def short_caption(caption: str) -> str:
     return caption.split(" (")[0].split(";")[0]
 
 
-def check_upload(upload: Mapping[str, Any] | None) -> tuple[Any, str]:
-    """Refuse a file that is not an image as soon as it is uploaded (the reason stays shown)."""
+def check_upload(
+    upload: Mapping[str, Any] | None, limits: UploadLimits | None = None
+) -> tuple[Any, str]:
+    """Refuse a file that is not an image as soon as it is uploaded (the reason stays shown);
+    it is decoded in a child process bounded by ``limits`` (see :mod:`.upload_check`)."""
     if not upload or not upload.get("path"):
         return gr.update(), ""
     name = upload.get("orig_name") or Path(upload["path"]).name
-    try:
-        load_image(upload["path"], name=name)
-    except ImageLoadError as exc:
-        return None, problem_text(f"{name} is not a readable image: {exc.reason}")
+    reason = check_images([(upload["path"], name)], limits)[0]
+    if reason:
+        return None, problem_text(f"{name} is not a readable image: {reason}")
     return gr.update(), ""
 
 
@@ -388,22 +403,30 @@ def _face_note(faces: Sequence[Any], find_first: bool) -> str:
 
 
 def _marked(picture: Image.Image, faces: Sequence[Any]) -> Image.Image:
-    """The upload with every face boxed and numbered, largest first."""
-    marked = picture.copy()
+    """The upload at display size (fitting :data:`FACES_SIZE`) with every face boxed and
+    numbered, largest first; lines are drawn at that size, and a box too small to see there
+    (a face in a full-body photo) is drawn at least :data:`MIN_BOX` pixels across."""
+    scale = min(1.0, FACES_SIZE[0] / picture.width, FACES_SIZE[1] / picture.height)
+    size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+    marked = picture.convert("RGB").resize(size, Image.Resampling.LANCZOS)
     draw = ImageDraw.Draw(marked)
-    width = max(2, round(min(picture.size) / 150))
     for number, box in enumerate(faces, start=1):
         colour = (0, 220, 0) if number == 1 else (255, 200, 0)
-        draw.rectangle(
-            (box.x, box.y, box.x + box.width, box.y + box.height), outline=colour, width=width
-        )
-        draw.text(
-            (box.x + width, box.y + width),
-            str(number),
-            fill=colour,
-            font_size=max(12, box.height // 6),
-        )
+        left, top, right, bottom = _display_box(box, scale)
+        for outline, width in (((0, 0, 0), BOX_LINE + 2), (colour, BOX_LINE)):
+            draw.rectangle((left, top, right, bottom), outline=outline, width=width)
+        label = (left + BOX_LINE + 1, top + BOX_LINE)
+        draw.text(label, str(number), fill=colour, font_size=24, stroke_width=2,
+                  stroke_fill=(0, 0, 0))  # fmt: skip
     return marked
+
+
+def _display_box(box: Any, scale: float) -> tuple[int, int, int, int]:
+    """``box`` scaled to the display, grown about its centre to at least :data:`MIN_BOX`."""
+    width, height = max(MIN_BOX, box.width * scale), max(MIN_BOX, box.height * scale)
+    cx, cy = (box.x + box.width / 2) * scale, (box.y + box.height / 2) * scale
+    return (round(cx - width / 2), round(cy - height / 2), round(cx + width / 2),
+            round(cy + height / 2))  # fmt: skip
 
 
 def _explain_one(

@@ -117,15 +117,15 @@ def model_card(detector: Detector, evaluation: dict, training_run: dict, run: Pa
         "metrics_text": (
             f"On {test['n']} held-out FFHQ / StyleGAN test faces it was right "
             f"{test['accuracy']:.1%} of the time (ROC AUC {test['roc_auc']:.3f}). After "
-            f"everyday processing: "
-            f"{degradations}. Stable Diffusion 2.1 faces of prompts it never saw: "
-            f"{sd['called_fake']} of {sd['n']} called fake. Real web photos (press, events, "
-            f"selfies): {web['called_fake']} of {web['n']} called fake."
+            f"everyday processing: {degradations}. P(fake) 0.5 or more, before the 'uncertain' "
+            f"check: {sd['called_fake']} of {sd['n']} Stable Diffusion 2.1 faces of prompts it "
+            f"never saw; {web['called_fake']} of {web['n']} real web photos (press, events, "
+            "selfies)."
         ),
         "reliability_text": (
-            f"It says 'uncertain' when a face is unlike those it learnt from (a "
-            f"{detector.reliability.method} distance in its feature space, or a face or JPEG "
-            f"outside its training range). That flags {own['test']['flagged']:.0%} of its "
+            "It says 'uncertain' when a face is unlike those it learnt from (a distance in its "
+            "feature space, or a face or JPEG outside its training range). That flags "
+            f"{own['test']['flagged']:.0%} of its "
             f"held-out test faces; of the held-out Stable Diffusion faces {sd_outcomes['fake']} "
             f"are called fake, {sd_outcomes['uncertain']} uncertain and {sd_outcomes['real']} "
             f"real; of the real web photos {web_outcomes['real']} are 'no signs found', "

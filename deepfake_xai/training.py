@@ -62,6 +62,9 @@ MONITORS = ("loss", "f1")
 PRETRAINED_LR = 1e-4
 SCRATCH_LR = 1e-3
 STATE_SUFFIX = ".state.safetensors"
+# Metadata that describes what a checkpoint's weights measured (cards, test and robustness
+# figures): dropped when training continues from it, since the weights change.
+RESULTS_OF_THE_WEIGHTS = ("model_card", "test_metrics", "test_files", "robustness", "evaluation")
 AUTOENCODER = "autoencoder"  # the group (and run sub-folder) of autoencoder reconstructions
 
 Log = Callable[[str], Any]
@@ -423,6 +426,8 @@ class _Trainer:
                 self.log(f"{name}: keeping the checkpoint's preprocessing {detector.harmonization}")
             self.log(f"{name}: resuming from {self.resume}")
             detector.reliability = None  # the weights will change: refitted after training
+            for stale in RESULTS_OF_THE_WEIGHTS:  # measured on the old weights: not these
+                detector.metadata.pop(stale, None)
             return detector, bool(detector.metadata.get("pretrained"))
         if name in config.pretrained_files:
             detector, pretrained = self._create(pretrained_file=config.pretrained_files[name]), True

@@ -10,8 +10,17 @@ from safetensors import safe_open
 
 import deepfake_xai as dx
 from deepfake_xai.detectors.shipped import shipped_checkpoint
+from deepfake_xai.reliability import TENSOR_PREFIX
 
-CARD_FIELDS = ("training_data", "metrics_text", "intended_use", "limits", "licence", "reproduce")
+CARD_FIELDS = (
+    "training_data",
+    "metrics_text",
+    "reliability_text",
+    "intended_use",
+    "limits",
+    "licence",
+    "reproduce",
+)
 PER_CLASS = 10
 
 
@@ -22,14 +31,24 @@ def default():
 
 def test_the_default_is_small_fp16_and_documented(default):
     path = shipped_checkpoint()
-    assert path is not None and path.stat().st_size < 10 * 2**20
+    assert path is not None and path.stat().st_size < 25 * 2**20  # the budget of all shipped
     with safe_open(str(path), framework="pt") as weights:
-        dtypes = {weights.get_tensor(k).dtype for k in weights.keys()}  # noqa: SIM118 (no __iter__)
-    assert torch.float16 in dtypes and dtypes <= {torch.float16, torch.int64}
+        dtypes = {
+            (name.startswith(TENSOR_PREFIX), weights.get_tensor(name).dtype)
+            for name in weights.keys()  # noqa: SIM118 (no __iter__)
+        }
+    # fp16 weights; the reliability statistics (inverse covariances) stay fp32
+    weights, statistics = ({d for stats, d in dtypes if stats == side} for side in (False, True))
+    assert torch.float16 in weights and weights <= {torch.float16, torch.int64}
+    assert statistics == {torch.float32}
     assert default.name == "efficientnet_lite0"
+    assert default.reliability is not None and default.reliability.threshold > 0
     card = default.metadata["model_card"]
     assert all(card.get(field) for field in CARD_FIELDS)
     assert "non-commercial" in card["licence"] and "StyleGAN" in card["limits"]
+    assert default.metadata["evaluation"]["families"]["test"]["n"] == len(
+        default.metadata["test_files"]
+    )
     training = default.metadata["training"]
     assert len(training["fingerprint"]) == 64 and training["seed"] == 0
     assert training["split_file"] is None  # no path of the training machine ships

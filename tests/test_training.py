@@ -15,6 +15,7 @@ from deepfake_xai.data import (
     subsample,
 )
 from deepfake_xai.detectors import Detector, weights
+from deepfake_xai.detectors.checkpoint import read_metadata, update_metadata
 from deepfake_xai.registry import RegistryError
 from deepfake_xai.synthetic import generate_dataset
 from deepfake_xai.training import TrainConfig, prepare_split, train
@@ -110,6 +111,7 @@ def test_resume_without_state_restores_weights_only(run, dataset, tmp_path):
     out, _, _ = run
     checkpoint = tmp_path / "w.safetensors"
     checkpoint.write_bytes((out / DETECTOR / "last.safetensors").read_bytes())
+    update_metadata(checkpoint, robustness={"rows": []}, model_card={"summary": "old weights"})
     messages = []
     result = train(
         dataset,
@@ -121,6 +123,8 @@ def test_resume_without_state_restores_weights_only(run, dataset, tmp_path):
     )
     assert any("weights only" in m for m in messages)
     assert result[DETECTOR].history[0]["epoch"] == 1
+    fine_tuned = read_metadata(result[DETECTOR].checkpoint)  # the old weights' figures are gone
+    assert "robustness" not in fine_tuned and "model_card" not in fine_tuned
     with pytest.raises(ValueError, match="holds 'mobilenetv2_100'; it cannot resume"):
         train(dataset, ["efficientnet_b0"], tmp_path / "x", tiny_config(), resume=checkpoint)
 

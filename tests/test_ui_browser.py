@@ -14,7 +14,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image
 
 import deepfake_xai as dx
 from deepfake_xai.faces import faces_available
@@ -83,8 +83,8 @@ def app_url(detector):
 @pytest.fixture(scope="module")
 def outcome_images(app_url, detector, faces_sample_module, tmp_path_factory) -> dict[str, Path]:
     """A shared face per outcome, chosen by what the served detector says about it: a fake it
-    catches, a real photo it finds no signs in, and a shrunk or blurred copy of that photo
-    that it cannot tell about."""
+    catches, a real photo it finds no signs in, and a face it cannot tell about (of another
+    generator, or a tiny or hard-compressed copy of that photo)."""
     import gradio_client
 
     client = gradio_client.Client(app_url, verbose=False)
@@ -107,9 +107,12 @@ def outcome_images(app_url, detector, faces_sample_module, tmp_path_factory) -> 
     fake = first(sorted((val / "fake").glob("*.jpg"))[:CANDIDATES], "fake")
     folder = tmp_path_factory.mktemp("outcomes")
     with Image.open(real) as photo:
-        photo.convert("RGB").resize((96, 96), Image.Resampling.BICUBIC).save(folder / "small.jpg")
-        photo.convert("RGB").filter(ImageFilter.GaussianBlur(4)).save(folder / "blurred.jpg")
-    flagged = first([folder / "small.jpg", folder / "blurred.jpg"], "uncertain")
+        photo.convert("RGB").resize((56, 56), Image.Resampling.BICUBIC).save(folder / "tiny.jpg")
+        photo.convert("RGB").save(folder / "rough.jpg", quality=15)
+    # Faces of another generator first (the distance flags some), then inputs outside the
+    # detector's limits: a face smaller, or a JPEG harder, than any it learnt from.
+    unlike = sorted((faces_sample_module.parent / "sdfd-sd21").glob("fake/*.jpg"))[:12]
+    flagged = first([*unlike, folder / "tiny.jpg", folder / "rough.jpg"], "uncertain")
     return {"fake": fake, "real": real, "uncertain": flagged}
 
 

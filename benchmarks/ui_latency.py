@@ -111,7 +111,11 @@ def main() -> None:
     image = sorted((Path(work.name) / "fake").glob("*.png"))[0]
     detectors = [dx.load_detector(n, image_size=args.image_size, device="cpu") for n in NAMES]
     demo = build_demo(detectors=detectors)
-    handler = next(fn.fn for fn in demo.fns.values() if fn.api_name == "inspect")
+    batched = next(fn.fn for fn in demo.fns.values() if fn.api_name == "inspect")
+
+    def handler(*request: object) -> list:  # the batch handler, for one request
+        return [values[0] for values in batched(*([value] for value in request))]
+
     payload = {"path": str(image), "orig_name": image.name}
     floor = floor_app(handler(payload, *ARGS))
     app_client, floor_client = launch(demo), launch(floor)

@@ -547,6 +547,34 @@ def test_a_small_face_in_a_large_photo_is_boxed_visibly(client, faces_sample, tm
     assert box * shown / width >= 18 and line * shown / width >= 1.5, (width, box, line)
 
 
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(client, tmp_path):
+    """Requests waiting together go through the detectors as one batch; every client still
+    gets the answer for its own image, the same as asked alone, and a bad file fails alone."""
+    images = [write_png(tmp_path / f"face_{n}.png", noise(1, 40 + n)[0]) for n in range(6)]
+    alone = {p.name: inspect(client, p)[0]["detectors"] for p in images[:2]}
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    clients = [gradio_client.Client(client.src, verbose=False) for _ in range(3)]
+    jobs = [
+        (path.name, clients[n % 3].submit(
+            gradio_client.handle_file(str(path)), list(NAMES), "gradcam", "final", "fake", 0.5,
+            False, api_name="/inspect",
+        ))
+        for n, path in enumerate([*images, tmp_path / "broken.png"])
+    ]  # fmt: skip
+    records = {name: job.result(timeout=300)[0] for name, job in jobs}
+    assert "not a readable image" in records.pop("broken.png")["error"]
+    assert {name: record["file"] for name, record in records.items()} == {
+        p.name: p.name for p in images
+    }
+    for name, detectors in alone.items():
+        for detector, entry in detectors.items():
+            assert records[name]["detectors"][detector]["p_fake"] == pytest.approx(
+                entry["p_fake"], abs=1e-4
+            )
+    batches = [e["batch"] for r in records.values() for e in r["detectors"].values()]
+    assert max(batches) > 1, batches  # some requests shared a batch
+
+
 def test_a_path_on_the_server_is_never_read(client):
     """A crafted API call naming a server file instead of an upload is refused by Gradio."""
     url = f"{client.src.rstrip('/')}/gradio_api/call/inspect"

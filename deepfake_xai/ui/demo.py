@@ -30,7 +30,7 @@ from .about_tab import build_about_tab
 from .batch_tab import KEEP_RUNS, KEEP_SECONDS, build_batch_tab
 from .demo_models import DemoConfig, resolve_models
 from .example_files import captioned, example_folder, folder_examples
-from .inspect_tab import ABOUT_TAB, KEEP_DOWNLOADS, build_inspect_tab
+from .inspect_tab import ABOUT_TAB, INSPECT_BATCH, KEEP_DOWNLOADS, build_inspect_tab
 from .uploads import MAX_TOTAL_BYTES, UploadLimits
 
 TITLE = "deepfake-xai: is this face real, and why does the detector think so?"
@@ -133,6 +133,7 @@ def build_demo(
     demo_config: DemoConfig | None = None,
     synthetic: bool = False,
     limits: UploadLimits | None = None,
+    inspect_batch: int = INSPECT_BATCH,
 ) -> gr.Blocks:
     """The app for ``detectors`` (objects, registry names), else ``checkpoints`` (paths or
     ``hf-hub:`` ids), else ``$DEEPFAKE_XAI_CHECKPOINTS``, else the detectors shipped with the
@@ -141,6 +142,7 @@ def build_demo(
     (captioned by its ``sources.json``) or image paths (default: ``$DEEPFAKE_XAI_EXAMPLES`` or
     the packaged ones). ``limits`` bounds what one request and one session may unpack and what
     checking a dropped file may cost (default :class:`~deepfake_xai.ui.uploads.UploadLimits`).
+    Up to ``inspect_batch`` Inspect requests waiting in the queue are answered as one batch.
     """
     models = resolve_models(
         detectors, checkpoints, device=device, config=demo_config, synthetic=synthetic
@@ -165,7 +167,7 @@ def build_demo(
             with gr.Tab("Inspect one image", id="inspect"):
                 build_inspect_tab(
                     models.detectors, explainers, shown, faces, work_dir, MODEL_GROUP, tabs,
-                    limits=limits, check_group=CHECK_GROUP,
+                    limits=limits, check_group=CHECK_GROUP, max_batch=inspect_batch,
                 )  # fmt: skip
             with gr.Tab("Analyse a batch", id="batch"):
                 build_batch_tab(

@@ -11,6 +11,7 @@ faces found. Every output is cleared as soon as the photo changes.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 import zipfile
@@ -27,6 +28,7 @@ from ..engine import explain
 from ..images import ImageLoadError, jpeg_quality, load_image
 from ..reliability import THRESHOLD, input_problems
 from ..render import heatmap_image, overlay
+from .errors import describe
 from .legend import heatmap_key, no_region_key
 from .outcome import outcome_box
 from .text import (
@@ -50,6 +52,8 @@ FACES_SIZE = (4 * FACES_HEIGHT, 2 * FACES_HEIGHT)  # drawn to fit this: 2 pixels
 BOX_LINE = 4  # face box line width at that size (2 CSS pixels)
 MIN_BOX = 40  # a face box is drawn at least this wide at that size (20 CSS pixels)
 KEEP_DOWNLOADS = 16
+INSPECT_BATCH = 8  # requests waiting together in the queue are explained as one batch of this size
+log = logging.getLogger(__name__)
 ABOUT_TAB = "about"  # the id of the tab with the model cards
 # The second map each heatmap is checked against: pixel saliency for the Grad-CAM family,
 # Grad-CAM at the last layer for the pixel methods (both cost about one more pass).
@@ -99,12 +103,15 @@ def build_inspect_tab(
     *,
     limits: UploadLimits | None = None,
     check_group: str = "upload-checks",
+    max_batch: int = INSPECT_BATCH,
 ) -> None:
     """Lay out the tab inside the current ``gr.Blocks`` and wire ``/inspect``.
 
     ``examples`` are (path, caption) pairs; ``faces`` says whether face detection is installed;
     ``tabs`` holds the About tab (id :data:`ABOUT_TAB`) that each slot's card button opens. A
-    dropped photo is checked in the queue's ``check_group`` within ``limits``.
+    dropped photo is checked in the queue's ``check_group`` within ``limits``. Up to
+    ``max_batch`` requests waiting in the queue are answered together (one engine batch per
+    detector and settings; 1 turns this off).
     """
     names = [d.name for d in detectors]
     with gr.Row():
@@ -210,10 +217,11 @@ def build_inspect_tab(
                 )
 
     def run_inspect(image, detectors, explainer, layer, target, opacity, find_faces):
-        """``image`` is the upload; ``find_faces`` finds the face before any verdict."""
-        return inspect(
-            slots, image, detectors, explainer, layer, target, opacity, find_faces, Path(work_dir)
-        )
+        """Gradio's batch: one list per input (``image`` the uploads, ``find_faces`` whether
+        to find each face first), an entry per request; one list per output back."""
+        columns = (image, detectors, explainer, layer, target, opacity, find_faces)
+        answers = inspect_many(slots, list(zip(*columns, strict=True)), Path(work_dir))
+        return [list(values) for values in zip(*answers, strict=True)]
 
     cleared = [result, download, faces_view, face_note] + [
         c for slot in slots for c in slot.components
@@ -243,6 +251,8 @@ def build_inspect_tab(
         ),
         preprocess=False,
         concurrency_id=concurrency_id,
+        batch=True,
+        max_batch_size=max_batch,
     )
 
 
@@ -323,43 +333,130 @@ def inspect(
     ``upload`` is Gradio's raw file payload (the event skips Gradio's own decoding, so that a
     bad file is judged by :func:`deepfake_xai.images.load_image` and reported by name).
     """
-    empty_slots = EMPTY_SLOT * len(slots)
+    request = (upload, chosen, method, layer, target, opacity, find_faces_first)
+    return inspect_many(slots, [request], work_dir)[0]
+
+
+@dataclass
+class _Request:
+    """One request, read and with its face found, waiting for the detectors."""
+
+    name: str
+    picture: Image.Image
+    quality: int | None
+    faces: list[Any]
+    analysed: Image.Image
+    chosen: Sequence[str]
+    method: str
+    layer: str
+    target: str
+    opacity: float
+    find_first: bool
+    record: dict[str, Any]
+    values: dict[str, list[Any]]  # each chosen detector's slot values
+    pictures: dict[str, Image.Image]  # the download's PNGs
+
+
+def inspect_many(
+    slots: Sequence[Slot], requests: Sequence[Sequence[Any]], work_dir: Path
+) -> list[list[Any]]:
+    """:func:`inspect` for several requests at once (each: upload, chosen detectors, method,
+    layer, target, opacity, find faces first): the faces of requests with the same settings go
+    through each detector as one batch. A request that fails gets its own error; the others
+    are answered."""
+    answers: list[list[Any] | None] = [None] * len(requests)
+    waiting: dict[int, _Request] = {}
+    for number, request in enumerate(requests):
+        try:
+            waiting[number] = _prepare(*request)
+        except InspectProblem as exc:
+            answers[number] = _problem(str(exc), len(slots))
+        except _NoFace as found:
+            answers[number] = found.answer(len(slots))
+    for slot in slots:
+        groups: dict[tuple[str, str, str], list[_Request]] = {}
+        for request in waiting.values():
+            if slot.detector.name in request.chosen:
+                settings = (request.method, request.layer, request.target)
+                groups.setdefault(settings, []).append(request)
+        for group in groups.values():
+            for request, exc in _explain_isolating(slot.detector, group):
+                number = next(n for n, r in waiting.items() if r is request)
+                del waiting[number]
+                message = f"internal error ({type(exc).__name__}: {describe(exc)}); the server log"
+                answers[number] = _problem(f"{message} has the details", len(slots))
+    for number, request in waiting.items():
+        answers[number] = _answer(slots, request, work_dir)
+    return answers  # type: ignore[return-value]
+
+
+def _explain_isolating(
+    detector: Detector, group: Sequence[_Request]
+) -> list[tuple[_Request, Exception]]:
+    """:func:`_explain_group`; when the batch fails, each request alone, so that one bad
+    request cannot fail the others. Returns the requests that failed alone, with the error."""
     try:
-        name, picture, quality = _read(upload, chosen)
-    except InspectProblem as exc:
-        return [{"error": str(exc)}, None, problem_text(str(exc)), None, "", *empty_slots]
-    record: dict[str, Any] = {
-        "file": name,
-        "image_size": list(picture.size),
-        "jpeg_quality": quality,
-    }
+        _explain_group(detector, group)
+        return []
+    except Exception as exc:
+        if len(group) == 1:
+            log.exception("inspect failed for %s with %s", group[0].name, detector.name)
+            return [(group[0], exc)]
+    return [failed for request in group for failed in _explain_isolating(detector, [request])]
+
+
+class _NoFace(Exception):
+    """The face search found none: the request's answer says so, with no verdict."""
+
+    def __init__(self, record: dict[str, Any], picture: Image.Image) -> None:
+        super().__init__(NO_FACE)
+        self.record, self.picture = record, picture
+
+    def answer(self, slots: int) -> list[Any]:
+        values = ["", None, "", "_No face found: no verdict._"] * slots
+        return [self.record, None, "", self.picture, f"### No face found\n\n{NO_FACE}", *values]
+
+
+def _problem(message: str, slots: int) -> list[Any]:
+    return [{"error": message}, None, problem_text(message), None, "", *EMPTY_SLOT * slots]
+
+
+def _prepare(
+    upload: Mapping[str, Any] | None,
+    chosen: Sequence[str] | None,
+    method: str,
+    layer: str,
+    target: str,
+    opacity: float,
+    find_faces_first: bool,
+) -> _Request:
+    """Read the upload and find its face; raises :class:`InspectProblem` or :class:`_NoFace`."""
+    name, picture, quality = _read(upload, chosen)
+    record: dict[str, Any] = {"file": name, "image_size": list(picture.size)}
+    record["jpeg_quality"] = quality
     faces, analysed = _faces(picture, find_faces_first)
     record["face_search"] = bool(find_faces_first)
     record["faces"] = [face.as_dict() for face in faces]
     if find_faces_first and not faces:
         record.update(verdict_given=False, message=NO_FACE, detectors={})
-        slots_out = ["", None, "", "_No face found: no verdict._"] * len(slots)
-        return [record, None, "", picture, f"### No face found\n\n{NO_FACE}", *slots_out]
+        raise _NoFace(record, picture)
     record["face_analysed"] = faces[0].as_dict() if faces else None
     record.update(verdict_given=True, explainer=method, layer=layer, target=target, detectors={})
+    return _Request(
+        name, picture, quality, faces, analysed, list(chosen or []), method, layer, target,
+        opacity, bool(find_faces_first), record, {}, {},
+    )  # fmt: skip
+
+
+def _answer(slots: Sequence[Slot], request: _Request, work_dir: Path) -> list[Any]:
+    """The values of every output for one request whose detectors have run."""
     values: list[Any] = []
-    pictures: dict[str, Image.Image] = {}
-    box = faces[0] if faces else None
     for slot in slots:
-        if slot.detector.name not in chosen:
-            values.extend(["", None, "", "_Not selected._"])
-            continue
-        problems = input_problems(slot.detector, picture.size, box, quality)
-        entry, shown, heat, outputs = _explain_one(
-            slot.detector, analysed, problems, method, layer, target, opacity
-        )
-        record["detectors"][slot.detector.name] = entry
-        pictures[f"{_safe(slot.detector.name)}-overlay.png"] = shown
-        pictures[f"{_safe(slot.detector.name)}-heatmap.png"] = heat
-        values.extend(outputs)
-    archive = _download(record, pictures, work_dir)
-    note = _face_note(faces, find_faces_first)
-    return [record, archive, "", _marked(picture, faces) if faces else None, note, *values]
+        values.extend(request.values.get(slot.detector.name, ["", None, "", "_Not selected._"]))
+    archive = _download(request.record, request.pictures, work_dir)
+    faces, marked = request.faces, _marked(request.picture, request.faces)
+    note = _face_note(faces, request.find_first)
+    return [request.record, archive, "", marked if faces else None, note, *values]
 
 
 def _read(
@@ -429,69 +526,75 @@ def _display_box(box: Any, scale: float) -> tuple[int, int, int, int]:
             round(cy + height / 2))  # fmt: skip
 
 
-def _explain_one(
-    detector: Detector,
-    face: Image.Image,
-    problems: Sequence[str],
-    method: str,
-    layer: str,
-    target: str,
-    opacity: float,
-) -> tuple[dict[str, Any], Image.Image, Image.Image, list[Any]]:
-    """The JSON entry, the overlay, the heatmap image and the slot's values of one detector;
-    ``problems`` are the input checks that failed (see :func:`input_problems`)."""
+def _explain_group(detector: Detector, group: Sequence[_Request]) -> None:
+    """Explain the faces of ``group`` (requests with the same method, layer and target) with
+    ``detector`` in one batch, and store each request's JSON entry, slot values and PNGs."""
+    first = group[0]
+    method, layer, target = first.method, first.layer, first.target
     start = time.perf_counter()
-    result = explain(detector, [face], method=method, layers=(layer,), target=target)
+    faces = [request.analysed for request in group]
+    result = explain(detector, faces, method=method, layers=(layer,), target=target)
     key = layer if layer in result.heatmaps else next(iter(result.heatmaps))
-    heatmap = result.heatmaps[key].numpy()[0]
-    agreement = _cross_check(detector, face, key, target, heatmap)
+    heatmaps = result.heatmaps[key].numpy()
+    agreements = _cross_check(detector, faces, key, target, heatmaps)
     seconds = time.perf_counter() - start
-    assessment = result.assessment(0, problems)
-    p_fake = float(result.probs[0])
-    ood = None if result.ood_scores is None else float(result.ood_scores[0])
-    explained = "fake" if int(result.targets[0]) == 1 else "real"
     title = display_name(detector.name, detector.architecture)
-    attention = attention_regions(heatmap)
-    shown = _display_copy(result.images[0])
-    if attention.flat:
-        drawn, key_html = shown, no_region_key(method, key)
-    else:
-        lean = assessment.verdict == "uncertain"
-        drawn = overlay(shown, heatmap, alpha=opacity)
-        key_html = heatmap_key(method, key, explained, lean=lean)
-    text = reading(
-        title, assessment.verdict, p_fake, heatmap, target=explained, agreement=agreement
-    )
-    entry = {
-        "display_name": title,
-        "model": detector.name,
-        "model_version": detector.fingerprint,
-        "verdict": assessment.verdict,
-        "p_fake": round(p_fake, 4),
-        "ood_score": None if ood is None else round(ood, 4),
-        "reliable": assessment.reliable,
-        "reasons": list(assessment.reasons),
-        "threshold": THRESHOLD,
-        "explained": explained,
-        "method": method_name(method, key),
-        "layer": key,
-        "attention": {region: round(share, 3) for region, share in attention.shares},
-        "heatmap_flat": attention.flat,
-        "heatmap_agreement": agreement.as_dict() if agreement else None,
-        "reading": text,
-        "seconds": round(seconds, 3),
-    }
-    outputs = [outcome_box(detector, assessment, p_fake, ood), drawn, key_html, text]
-    return entry, drawn, heatmap_image(heatmap, size=shown.size), outputs
+    for index, request in enumerate(group):
+        box = request.faces[0] if request.faces else None
+        problems = input_problems(detector, request.picture.size, box, request.quality)
+        assessment = result.assessment(index, problems)
+        heatmap, agreement = heatmaps[index], agreements[index]
+        p_fake = float(result.probs[index])
+        ood = None if result.ood_scores is None else float(result.ood_scores[index])
+        explained = "fake" if int(result.targets[index]) == 1 else "real"
+        attention = attention_regions(heatmap)
+        shown = _display_copy(result.images[index])
+        if attention.flat:
+            drawn, key_html = shown, no_region_key(method, key)
+        else:
+            lean = assessment.verdict == "uncertain"
+            drawn = overlay(shown, heatmap, alpha=request.opacity)
+            key_html = heatmap_key(method, key, explained, lean=lean)
+        text = reading(
+            title, assessment.verdict, p_fake, heatmap, target=explained, agreement=agreement
+        )
+        request.record["detectors"][detector.name] = {
+            "display_name": title,
+            "model": detector.name,
+            "model_version": detector.fingerprint,
+            "verdict": assessment.verdict,
+            "p_fake": round(p_fake, 4),
+            "ood_score": None if ood is None else round(ood, 4),
+            "reliable": assessment.reliable,
+            "reasons": list(assessment.reasons),
+            "threshold": THRESHOLD,
+            "explained": explained,
+            "method": method_name(method, key),
+            "layer": key,
+            "attention": {region: round(share, 3) for region, share in attention.shares},
+            "heatmap_flat": attention.flat,
+            "heatmap_agreement": agreement.as_dict() if agreement else None,
+            "reading": text,
+            "seconds": round(seconds, 3),
+            "batch": len(group),
+        }
+        request.values[detector.name] = [
+            outcome_box(detector, assessment, p_fake, ood), drawn, key_html, text,
+        ]  # fmt: skip
+        stem = _safe(detector.name)
+        request.pictures[f"{stem}-overlay.png"] = drawn
+        request.pictures[f"{stem}-heatmap.png"] = heatmap_image(heatmap, size=shown.size)
 
 
 def _cross_check(
-    detector: Detector, face: Image.Image, layer: str, target: str, heatmap: Any
-) -> Agreement | None:
-    """How far a second, cheap method ranks the face's regions like the map shown."""
+    detector: Detector, faces: Sequence[Image.Image], layer: str, target: str, heatmaps: Any
+) -> list[Agreement | None]:
+    """How far a second, cheap method ranks each face's regions like the map shown."""
     method, other_layer, name = CROSS_CHECK["input" if layer == "input" else "cam"]
-    other = explain(detector, [face], method=method, layers=(other_layer,), target=target)
-    return map_agreement(heatmap, next(iter(other.heatmaps.values())).numpy()[0], name)
+    other = explain(detector, list(faces), method=method, layers=(other_layer,), target=target)
+    maps = next(iter(other.heatmaps.values())).numpy()
+    pairs = zip(heatmaps, maps, strict=True)
+    return [map_agreement(shown, second, name) for shown, second in pairs]
 
 
 def _display_copy(image: Image.Image) -> Image.Image:

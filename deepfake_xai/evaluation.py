@@ -7,7 +7,9 @@ number of torch threads it ran on. Predictions go through the engine, so a detec
 reliability statistics also gives each image's distance score in the same pass: the table then
 says which share of the images it flags ``uncertain`` and its accuracy on the others. With
 ``robustness`` or ``explainers`` the same images also go through :mod:`deepfake_xai.trust`
-(robustness curves, with the share flagged at each level, and explanation checks).
+(robustness curves, with the share flagged at each level, and explanation checks); with
+``regions``, where each detector looks by facial region and how its features separate the
+classes (:mod:`deepfake_xai.trust.regions`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .trust import TrustReport
+    from .trust.regions import RegionStudy
 
 
 TABLE_COLUMNS = {
@@ -86,6 +89,7 @@ class Comparison:
     split_note: str | None = None
     threads: int = field(default_factory=torch.get_num_threads)
     trust: TrustReport | None = None
+    regions: RegionStudy | None = None
 
     def to_markdown(self, digits: int = 3) -> str:
         """The table as GitHub Markdown (metrics rounded to ``digits``)."""
@@ -95,8 +99,9 @@ class Comparison:
             for name, row in self.table.iterrows()
         ]
         lines = [header, ["---"] + ["---:"] * (len(header) - 1), *rows]
-        table = "\n".join("| " + " | ".join(line) + " |" for line in lines) + "\n"
-        return table if self.trust is None else f"{table}\n{self.trust.to_markdown(digits)}"
+        parts = ["\n".join("| " + " | ".join(line) + " |" for line in lines) + "\n"]
+        parts += [p.to_markdown(digits) for p in (self.trust, self.regions) if p is not None]
+        return "\n".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the per-image predictions, JSON-ready (NaN becomes None)."""
@@ -113,6 +118,7 @@ class Comparison:
                 "per_group": self.per_group,
                 "errors": [{"path": p, "reason": r} for p, r in self.errors],
                 **({"trust": self.trust.to_dict()} if self.trust is not None else {}),
+                **({"regions": self.regions.to_dict()} if self.regions is not None else {}),
             }
         )
 
@@ -165,6 +171,8 @@ def evaluate(
     explain_images: int = 64,
     seed: int = 0,
     write_card: bool = False,
+    regions: bool = False,
+    projections: Sequence[str] | None = None,
     progress: bool = False,
 ) -> Comparison:
     """Predict ``split`` of ``data`` with each detector, side by side.
@@ -178,9 +186,13 @@ def evaluate(
     ``robustness`` adds accuracy, ROC AUC and ECE under the ``perturb`` levels (grammar in
     :data:`deepfake_xai.trust.GRAMMAR`; default: every perturbation at its default levels);
     ``explainers`` adds heatmap stability under the same levels, faithfulness and the sanity
-    check, on ``explain_images`` images (see ``docs/evaluate.md``). ``write_card`` stores each
-    detector's robustness summary in its checkpoint's metadata. With ``out`` the results are
-    also saved there (see :meth:`Comparison.save`).
+    check, on ``explain_images`` images (see ``docs/evaluate.md``). ``regions`` adds where each
+    detector looks (its final-layer Grad-CAM mass per facial region, per class, and how
+    concentrated it is) and how well its penultimate features separate the classes, in the full
+    embedding and in each of ``projections`` (default t-SNE and UMAP; see
+    :mod:`deepfake_xai.trust.regions`).
+    ``write_card`` stores each detector's robustness summary in its checkpoint's metadata.
+    With ``out`` the results are also saved there (see :meth:`Comparison.save`).
     """
     import pandas as pd
 
@@ -192,6 +204,8 @@ def evaluate(
         raise ValueError("evaluate needs at least one detector")
     if write_card:
         _check_writable_cards(detectors, robustness)
+    if projections and not regions:
+        raise ValueError("projections need regions=True (they measure the features' separation)")
     settings = _trust_settings(robustness, perturb, explainers, layers, explain_images, seed)
     device = resolve_device(device)
     loaded = [load_detector(d, device=device) for d in detectors]
@@ -221,6 +235,19 @@ def evaluate(
         name = Path(data).name if isinstance(data, (str, os.PathLike)) else describe_data(data)
         dataset = f"{name} (split {chosen or 'all'})"
         comparison.trust = _check_trust(loaded, names, samples, settings, dataset)
+    if regions:
+        from .trust.regions import study_regions
+
+        comparison.regions = study_regions(
+            loaded,
+            names,
+            samples,
+            projections=projections,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            progress=progress,
+        )
     if write_card:
         for source, name in zip(detectors, names, strict=True):
             write_robustness_card(source, comparison.trust.card(name))

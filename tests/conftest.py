@@ -45,6 +45,25 @@ def quadrant():
     return QuadrantDetector()
 
 
+@pytest.fixture(scope="module")
+def noise_faces(tmp_path_factory) -> list:
+    """Random-noise images (the quadrant detectors call them fake) and blurred copies (real)."""
+    from models import SIZE
+    from PIL import ImageFilter
+
+    from deepfake_xai.data import Sample
+
+    root = tmp_path_factory.mktemp("noise")
+    rng = np.random.default_rng(0)
+    samples = []
+    for i in range(4):
+        image = Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+        image.save(root / f"fake{i}.png")
+        image.filter(ImageFilter.GaussianBlur(3)).save(root / f"real{i}.png")
+        samples += [Sample(root / f"fake{i}.png", "fake"), Sample(root / f"real{i}.png", "real")]
+    return samples
+
+
 def install_plugin(
     tmp_path: Path, dist: str, module_code: str, entry_points: dict[str, dict[str, str]]
 ) -> Path:

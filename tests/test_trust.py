@@ -7,10 +7,9 @@ import io
 import numpy as np
 import pytest
 import torch
-from models import SIZE, AlignedQuadrantDetector, QuadrantDetector, quadrant_share
-from PIL import Image, ImageFilter
+from models import AlignedQuadrantDetector, QuadrantDetector, quadrant_share
+from PIL import Image
 
-from deepfake_xai.data import Sample
 from deepfake_xai.explainers.base import AttributionExplainer, Heatmaps, normalize_maps
 from deepfake_xai.preprocessing import Harmonization, to_uint8_tensor
 from deepfake_xai.registry import EXPLAINERS
@@ -20,20 +19,6 @@ from deepfake_xai.trust.jpeg import jpeg_compress
 from deepfake_xai.trust.perturbations import Perturbation
 from deepfake_xai.trust.sanity import cascade, parameter_modules, randomised_copies
 from deepfake_xai.trust.similarity import rank_correlation, top_overlap
-
-
-@pytest.fixture(scope="module")
-def noise_faces(tmp_path_factory) -> list[Sample]:
-    """Random-noise images (the quadrant detectors call them fake) and blurred copies (real)."""
-    root = tmp_path_factory.mktemp("noise")
-    rng = np.random.default_rng(0)
-    samples = []
-    for i in range(4):
-        image = Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
-        image.save(root / f"fake{i}.png")
-        image.filter(ImageFilter.GaussianBlur(3)).save(root / f"real{i}.png")
-        samples += [Sample(root / f"fake{i}.png", "fake"), Sample(root / f"real{i}.png", "real")]
-    return samples
 
 
 def _smooth_images(n: int = 3, height: int = 45, width: int = 53) -> torch.Tensor:

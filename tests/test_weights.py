@@ -61,16 +61,59 @@ def test_packaged_lite0_weights_classify_known_images_offline(offline):
 
 def test_offline_error_names_every_source_tried(offline):
     with pytest.raises(PretrainedWeightsUnavailable) as caught:
-        dx.load_detector("efficientnet_b0", pretrained=True, device="cpu")
+        dx.load_detector("mobilenetv2_100", pretrained=True, device="cpu")
     message = str(caught.value)
     for place in (
-        "the Hugging Face hub cache: timm/efficientnet_b0",
+        "the Hugging Face hub cache: timm/mobilenetv2_100",
         "the torch hub cache:",
-        "weight packages: none holds efficientnet_b0",
+        "weight packages: none holds mobilenetv2_100",
         "timm's download: the test is offline",
+        "EfficientNet-Lite0's weights transplanted into B0: it serves efficientnet_b0 only",
         "pretrained=False",
     ):
         assert place in message
+
+
+def test_b0_starts_offline_from_lite0_weights_transplanted(offline, tmp_path):
+    from skimage import data
+
+    from deepfake_xai.detectors.transplanted_weights import GATE_BIAS
+
+    start = time.perf_counter()
+    detector = dx.load_detector("efficientnet_b0", pretrained=True, device="cpu")
+    assert "transplanted into efficientnet_b0" in detector.metadata["pretrained_source"]
+    assert detector.metadata["timm_kwargs"] == {"act_layer": "relu6"}
+    assert (detector.mean, detector.std) == ((0.5,) * 3, (0.5,) * 3)
+    found = weights.find_pretrained("efficientnet_b0")
+    assert str(found.file).startswith(str(offline))
+    import timm
+
+    imagenet = timm.create_model(
+        "efficientnet_b0",
+        pretrained=True,
+        pretrained_cfg_overlay={"file": str(found.file)},
+        **found.timm_kwargs,
+    ).eval()
+    se = imagenet.blocks[1][0].se
+    assert not se.conv_expand.weight.any() and (se.conv_expand.bias == GATE_BIAS).all()
+    assert se.conv_reduce.weight.std() > 0  # the gates can still learn
+    assert _imagenet_top1(imagenet, data.chelsea()) == 285  # Egyptian cat, as with Lite0
+    assert _imagenet_top1(imagenet, data.coffee()) == 967  # espresso
+
+    saved = detector.save(tmp_path / "b0.safetensors")
+    again = dx.load_detector(saved, device="cpu")
+    assert isinstance(again.model.blocks[1][0].bn1.act, torch.nn.ReLU6)
+    assert again.metadata["timm_kwargs"] == {"act_layer": "relu6"}
+    assert time.perf_counter() - start < 60
+
+
+def test_a_checkpoint_cannot_ask_timm_for_any_option(tmp_path):
+    from deepfake_xai.detectors.checkpoint import CheckpointError, validate_config
+
+    config = dx.load_detector("efficientnet_b0", device="cpu").config()
+    validate_config({**config, "timm_kwargs": {"act_layer": "relu6"}}, origin="ckpt")
+    with pytest.raises(CheckpointError, match="timm_kwargs must map"):
+        validate_config({**config, "timm_kwargs": {"pretrained_cfg": "x"}}, origin="ckpt")
 
 
 def test_hub_cache_is_used_before_packages(offline):

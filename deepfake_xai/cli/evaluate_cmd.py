@@ -1,5 +1,6 @@
-"""``deepfake-xai evaluate``: compare detectors on labelled images, side by side, and check how
-far they and their explanations can be trusted (``--robustness``, ``--explanations``)."""
+"""``deepfake-xai evaluate``: compare detectors on labelled images, side by side, check how far
+they and their explanations can be trusted (``--robustness``, ``--explanations``) and measure
+where they look (``--regions``)."""
 
 from __future__ import annotations
 
@@ -74,6 +75,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="images the explanation checks use, half per class (default %(default)s)",
     )
+    trust.add_argument(
+        "--regions",
+        action="store_true",
+        help="where each detector looks: its final-layer Grad-CAM mass per facial region and "
+        "class, how concentrated it is, and how well its features separate the classes",
+    )
+    trust.add_argument(
+        "--projection",
+        dest="projections",
+        action="append",
+        metavar="METHOD",
+        help="2-D map the separation is also measured in, for --regions (repeatable; "
+        "default tsne and umap)",
+    )
     trust.add_argument("--seed", type=int, default=0, help="seed for noise and sampling (0)")
     trust.add_argument(
         "--write-card",
@@ -106,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         explain_images=args.explain_images,
         seed=args.seed,
         write_card=args.write_card,
+        regions=args.regions,
+        projections=args.projections,
         progress=not args.no_progress,
     )
     n = comparison.table["n"].iloc[0]

@@ -207,6 +207,17 @@ def _header_too_big(path: Path, size: int | None) -> dict[str, Any]:
     )
 
 
+def _timm_kwargs_problems(options: Any) -> list[str]:
+    """The recorded timm options must be a dict of known names to strings."""
+    from .timm import RECORDED_TIMM_OPTIONS
+
+    if isinstance(options, dict) and all(
+        k in RECORDED_TIMM_OPTIONS and isinstance(v, str) for k, v in options.items()
+    ):
+        return []
+    return [f"timm_kwargs must map {list(RECORDED_TIMM_OPTIONS)} to strings, got {options!r}"]
+
+
 def validate_config(config: Mapping[str, Any], *, origin: str) -> None:
     """Raise :class:`CheckpointError` naming ``origin`` and every problem of a checkpoint config."""
     missing = [k for k in REQUIRED_KEYS if k not in config]
@@ -239,6 +250,7 @@ def _config_problems(config: Mapping[str, Any]) -> list[str]:
         and all(isinstance(k, str) and isinstance(v, str) for k, v in layers.items())
     ):
         problems.append(f"cam_layers must map names to module paths with a 'final', got {layers!r}")
+    problems += _timm_kwargs_problems(config.get("timm_kwargs", {}))
     if "reliability" in config:
         problems += [
             f"reliability statistics: {p}" for p in _reliability_problems(config["reliability"])
@@ -375,7 +387,9 @@ def build_detector(
 
     validate_config(config, origin=origin)
     try:
-        detector = DETECTORS.create(config["detector"], pretrained=False, device="cpu")
+        detector = DETECTORS.create(
+            config["detector"], pretrained=False, device="cpu", **config.get("timm_kwargs", {})
+        )
     except RegistryError as exc:
         raise CheckpointError(f"{origin}: {_missing_plugin(config) or exc}") from None
     if detector.architecture != config["architecture"]:

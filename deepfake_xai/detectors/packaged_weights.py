@@ -61,16 +61,24 @@ class PackagedWeights:
 def convert_to_timm(source: Path, architecture: str, target: Path) -> Path:
     """Rename the state dict in ``source`` to timm's names by position and save it to ``target``."""
     import timm
-    from safetensors.torch import save_file
 
     state = torch.load(source, map_location="cpu", weights_only=True)
     expected = timm.create_model(architecture, pretrained=False).state_dict()
     converted = rename_by_position(state, expected, origin=str(source))
+    return save_atomically(converted, target, {"converted_from": source.name})
+
+
+def save_atomically(
+    tensors: Mapping[str, torch.Tensor], target: Path, metadata: dict[str, str]
+) -> Path:
+    """Write ``tensors`` as safetensors to ``target`` through a temporary file beside it."""
+    from safetensors.torch import save_file
+
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(converted, tmp, metadata={"converted_from": source.name})
+        save_file(dict(tensors), tmp, metadata=metadata)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

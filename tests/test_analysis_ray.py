@@ -26,6 +26,7 @@ from analysis_data import (
 
 import deepfake_xai as dx
 from deepfake_xai.analysis import AnalysisResult, analyze
+from deepfake_xai.analysis.ray_backend import close_engine_pool
 from deepfake_xai.analysis.store import part_files
 from deepfake_xai.reliability import fit_detector
 
@@ -33,7 +34,7 @@ ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
 psutil = pytest.importorskip("psutil")
 
 SIZE = 48
-ACTOR_TITLE = "ray::MapWorker(MapBatches(EngineActor))"
+ACTOR_TITLE = "ray::EngineActor"
 CLI = "import sys; from deepfake_xai.cli import main; sys.exit(main())"
 
 
@@ -161,6 +162,20 @@ def test_ray_gives_the_rows_of_the_local_backend(cluster, mixed, detectors, tmp_
     assert_same(local, resumed)
 
 
+def test_a_second_call_reuses_the_engine_actors(cluster, noise, detectors, tmp_path):
+    few = tmp_path / "few"
+    for label in ("real", "fake"):
+        (few / label).mkdir(parents=True)
+        for path in sorted((noise / label).iterdir())[:3]:
+            shutil.copy(path, few / label / path.name)
+    first = analyse_noise(few, detectors, tmp_path / "first", backend="ray", threads=1)
+    pids = actor_pids()
+    second = analyse_noise(few, detectors, tmp_path / "second", backend="ray", threads=1)
+    assert second.info["ray"]["actors_reused"] and not first.info["ray"]["actors_reused"]
+    assert actor_pids() == pids and len(pids) == 1
+    assert first.predictions["p_fake"].equals(second.predictions["p_fake"])
+
+
 def actor_pids() -> set[int]:
     found = set()
     for process in psutil.process_iter(["cmdline"]):
@@ -213,6 +228,7 @@ def test_a_killed_driver_resumes_without_loss_or_duplicates(cluster, noise, dete
     args = ["analyze", str(noise), "--out", str(out), "--ray", cluster, "--batch-size", "4"]
     args += ["--projection", "none", "--no-report", "--no-progress", "--no-face-check"]
     args += ["--threads", "1", *(a for d in detectors for a in ("--detector", d))]
+    close_engine_pool()  # this process's actors would hold the CPUs the driver's actor needs
     driver = subprocess.Popen(
         [sys.executable, "-c", CLI, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )

@@ -76,3 +76,23 @@ def test_bad_environment_values_are_clear_errors(monkeypatch, value, keep_thread
 def test_bad_arguments_are_clear_errors(value, keep_threads):
     with pytest.raises(ValueError, match="threads must be at least 1"):
         runtime.configure_threads(value)
+
+
+def test_the_allocator_is_tuned_on_glibc_unless_opted_out(monkeypatch):
+    for name in (runtime.ALLOCATOR_ENV, *runtime.GLIBC_MALLOC_ENV):
+        monkeypatch.delenv(name, raising=False)
+    glibc = runtime.platform.libc_ver()[0] == "glibc"
+    assert runtime._tune_allocator() == ("applied" if glibc else "not glibc")
+    monkeypatch.setenv(runtime.ALLOCATOR_ENV, "off")
+    assert runtime._tune_allocator() == "opted out"
+    monkeypatch.setenv(runtime.ALLOCATOR_ENV, "1")
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")
+    assert runtime._tune_allocator() == "environment"
+
+
+def test_the_allocator_is_left_alone_off_glibc(monkeypatch):
+    for name in (runtime.ALLOCATOR_ENV, *runtime.GLIBC_MALLOC_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(runtime.platform, "libc_ver", lambda: ("", ""))
+    assert runtime._tune_allocator() == "not glibc"
+    assert runtime.configure_allocator() == runtime.configure_allocator()  # once per process

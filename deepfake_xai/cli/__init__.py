@@ -114,10 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _prepare(args: argparse.Namespace) -> None:
     """Set torch's threads and check the device before any work starts."""
     from ..detectors import resolve_device
-    from ..runtime import configure_threads
+    from ..runtime import configure_allocator, configure_threads
 
     threads = configure_threads(args.threads)
-    log.debug("torch CPU threads: %d", threads)
+    log.debug("torch CPU threads: %d; glibc allocator: %s", threads, configure_allocator())
     device = getattr(args, "device", None)
     if isinstance(device, str):
         resolve_device(device)

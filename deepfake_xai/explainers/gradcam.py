@@ -168,26 +168,31 @@ def cam_pass(
     layers: Sequence[str] = ("final",),
     target: TargetSpec = "fake",
     method: str = "gradcam",
+    fmap: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
     """ONE forward pass: ``(logits (B,), embeddings (B, D), {layer: maps}, targets (B,))``.
 
     ``x`` is a normalised float batch on the detector's device. Maps ``(B, h, w)`` are at the
     layer's resolution, normalised per image to [0, 1], and stay on the device. With
-    ``layers=()`` this is a plain ``inference_mode`` pass.
+    ``layers=()`` this is a plain ``inference_mode`` pass. ``fmap``, the final feature map of
+    ``x`` computed already (the engine's compiled path), leaves only the head to run; then
+    ``layers`` may name the final layer only.
     """
     cam = _cam_function(method)
     layers = tuple(dict.fromkeys(layers))
     if not layers:
         with torch.inference_mode():
-            logits, embeddings = detector.head(detector.features(x))
+            logits, embeddings = detector.head(detector.features(x) if fmap is None else fmap)
         return logits, embeddings, {}, resolve_targets(target, logits)
 
     final = detector.resolve_layer("final")
     paths = {layer: detector.resolve_layer(layer) for layer in layers}
     hooked = list(dict.fromkeys(path for path in paths.values() if path != final))
+    if fmap is not None and hooked:
+        raise ValueError(f"a given feature map serves the final layer only, not {hooked}")
     with captured_activations(detector, hooked) as activations:
         with torch.set_grad_enabled(bool(hooked)):
-            fmap = detector.features(x)
+            fmap = detector.features(x) if fmap is None else fmap
         if not hooked:
             fmap = fmap.detach().requires_grad_()
         with torch.enable_grad():

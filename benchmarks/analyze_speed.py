@@ -1,0 +1,164 @@
+"""``analyze`` end to end with faces found first, before and after issue 23, interleaved.
+
+Each side runs in a fresh process: ``dx.analyze`` of the same shared faces (the shipped
+detector, final-layer Grad-CAM, no projection, no report, start-up included), then, in the same
+process, ``Engine.run`` alone on the same faces decoded beforehand (the issue's ceiling).
+
+- ``before``: glibc's default allocator (``DEEPFAKE_XAI_MALLOC=0``) and the full face search
+  for every image (``find_faces(..., aligned_first=False)``);
+- ``after``: the package's defaults (allocator setting, quick search for aligned crops; the
+  compiled path does not start below ``COMPILE_MIN_IMAGES`` images).
+
+    python benchmarks/analyze_speed.py --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import HERE, add_output_args, command_line, machine, update_readme_section, write_json
+
+DATA = Path("/work/shared/data/faces-140k-sample/val")
+
+
+def worker(config: dict) -> dict:
+    import torch
+
+    import deepfake_xai as dx
+    from deepfake_xai import faces
+    from deepfake_xai.analysis import decode
+
+    if config["side"] == "before":  # the decoding workers are forked: they inherit this
+        decode.find_faces = functools.partial(faces.find_faces, aligned_first=False)
+    torch.set_num_threads(config["threads"])
+    root = Path(config["data"])
+    count = config["images"]
+    paths = sorted((root / "real").glob("*.jpg"))[: count // 2]
+    paths += sorted((root / "fake").glob("*.jpg"))[: count - len(paths)]
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        result = dx.analyze(
+            [str(p) for p in paths],
+            detectors=["default"],
+            projection=None,
+            report=False,
+            progress=False,
+            batch_size=32,
+            threads=config["threads"],
+            out=out,
+        )
+        analyze_s = time.perf_counter() - start
+        found = int((result.predictions["status"] == "ok").sum())
+    from deepfake_xai.images import load_image
+    from deepfake_xai.preprocessing import to_uint8_tensor
+
+    batch = torch.stack([to_uint8_tensor(load_image(p)) for p in paths])
+    engine = dx.Engine(["default"], device="cpu")
+    engine.run(batch[:32])
+    start = time.perf_counter()
+    for i in range(0, len(batch), 32):
+        engine.run(batch[i : i + 32])
+    engine_s = time.perf_counter() - start
+    return {
+        **config,
+        "analyze_images_per_s": count / analyze_s,
+        "engine_images_per_s": count / engine_s,
+        "faces_found": found,
+    }
+
+
+def run(config: dict) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(config["threads"]))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE.parent), env.get("PYTHONPATH")) if p)
+    env.pop("DEEPFAKE_XAI_MALLOC", None)
+    if config["side"] == "before":
+        env["DEEPFAKE_XAI_MALLOC"] = "0"
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(config)]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {**config, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    add_output_args(parser, "analyze_speed")
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    load_before = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    rows = []
+    for round_ in range(args.rounds):
+        for side in ("before", "after"):
+            config = {"side": side, "round": round_, "data": str(args.data)}
+            row = run({**config, "images": args.images, "threads": args.threads})
+            print(row, flush=True)
+            rows.append(row)
+    ok = [r for r in rows if "error" not in r]
+
+    def median(side: str, key: str) -> float:
+        return statistics.median(r[key] for r in ok if r["side"] == side)
+
+    by_round = {}
+    for r in ok:
+        by_round.setdefault(r["round"], {})[r["side"]] = r
+    speedups = [
+        got["after"]["analyze_images_per_s"] / got["before"]["analyze_images_per_s"]
+        for got in by_round.values()
+        if len(got) == 2
+    ]
+    report = {
+        "command": command_line("analyze_speed.py", argv),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "load_before": load_before,
+        "load_after": " ".join(f"{v:.1f}" for v in os.getloadavg()),
+        "rows": rows,
+        "speedup_per_round": [round(s, 2) for s in speedups],
+    }
+    write_json(args.out, report)
+    lines = [
+        "| side | analyze images/s | engine images/s | analyze / engine |",
+        "|---|---:|---:|---:|",
+    ]
+    for side in ("before", "after"):
+        a, e = median(side, "analyze_images_per_s"), median(side, "engine_images_per_s")
+        lines.append(f"| {side} | {a:.1f} | {e:.1f} | {a / e:.2f} |")
+    update_readme_section(
+        args.readme,
+        "analyze_speed",
+        [
+            f"Command: `{report['command']}`",
+            "",
+            f"Machine: {report['machine']}, {args.threads} torch thread(s); {args.images} shared "
+            f"faces, faces found first, the shipped detector, final-layer Grad-CAM, start-up "
+            f"included; medians of {args.rounds} interleaved rounds; load average "
+            f"{report['load_before']} before and {report['load_after']} after (the cores were "
+            f"shared with other jobs). Measured {report['date']}.",
+            "",
+            *lines,
+            "",
+            "analyze after / before, per round: "
+            + ", ".join(f"{s:.2f}x" for s in report["speedup_per_round"]),
+        ],
+        heading="Analyze end to end: before and after issue 23",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

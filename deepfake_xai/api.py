@@ -23,6 +23,21 @@ def list_explainers(kind: str | None = None) -> list[str]:
     ]
 
 
+def explain(detector: Any, images: Any, *args: Any, **kwargs: Any) -> Any:
+    """:func:`deepfake_xai.engine.explain` for images; for one video file (a path named like
+    one), :func:`deepfake_xai.video_analysis.explain_video`: per-frame verdicts and heatmaps,
+    tracks and one verdict for the video (keyword ``sampling=`` picks the frames)."""
+    from .video import is_video_path
+
+    if isinstance(images, (str, os.PathLike)) and is_video_path(images):
+        from .video_analysis import explain_video
+
+        return explain_video(detector, images, *args, **kwargs)
+    from .engine import explain as explain_images
+
+    return explain_images(detector, images, *args, **kwargs)
+
+
 def is_checkpoint_reference(value: str | os.PathLike) -> bool:
     """True for ``hf-hub:`` ids and existing files or folders (as opposed to registry names)."""
     text = os.fspath(value)

@@ -28,12 +28,14 @@ import torch
 
 from ..detectors import Detector, resolve_device
 from ..explainers.base import TARGETS, heatmap_layers
-from ..paths import path_to_text
+from ..paths import display_path, path_to_text
 from ..registry import EXPLAINERS
+from ..reliability import VERDICTS
+from ..video import Sampling
 from .block import BlockAnalyser, build_engines
 from .decode import Decoder, harmonization_slots
 from .inputs import Inputs, InputSpec, LabelSpec, resolve_inputs
-from .loader import DecodedImages, default_workers, make_loader
+from .loader import DecodedImages, blocks, default_workers, make_loader
 from .result import AnalysisResult
 from .store import (
     EMBEDDING,
@@ -44,11 +46,13 @@ from .store import (
     PREDICTIONS,
     REPORT,
     UNREADABLE,
+    VIDEOS,
     RunStore,
     cam_column,
     export_tables,
     projection_stem,
     unreadable_rows,
+    write_csv,
 )
 
 if TYPE_CHECKING:
@@ -113,6 +117,7 @@ class Analyzer:
         actors: int | None = None,
         gpus_per_actor: float | None = None,
         cpus_per_actor: float | None = None,
+        video: Sampling | None = None,
     ):
         if isinstance(explainers, str):
             explainers = [explainers]
@@ -153,7 +158,8 @@ class Analyzer:
         harmonizations, self._slot = harmonization_slots(
             {d.name: d.harmonization for d in self.detectors}
         )
-        self.decoder = Decoder(tuple(harmonizations), self.faces)
+        self.sampling = video or Sampling()
+        self.decoder = Decoder(tuple(harmonizations), self.faces, self.sampling)
         self._configs = {d.name: detector_config(d) for d in self.detectors}
         self.engines = []
         if local:
@@ -166,6 +172,11 @@ class Analyzer:
         """Analyse ``inputs`` into folder ``out`` (resuming it when it holds the same run)."""
         start = time.perf_counter()
         resolved = resolve_inputs(inputs, self.labels)
+        if self.backend == "ray" and resolved.videos:
+            raise ValueError(
+                f"{display_path(resolved.paths[resolved.videos[0]])}: videos run on the local "
+                "backend only for now; analyse them without backend='ray' (--ray)"
+            )
         store = RunStore(
             out,
             self._info(resolved),
@@ -220,10 +231,13 @@ class Analyzer:
             return
         from tqdm.auto import tqdm
 
+        for engine in self.engines:
+            engine.plan(len(pending))  # compiles where that pays (deepfake_xai.compiled)
         dataset = DecodedImages(inputs, pending, self.decoder)
-        workers = min(self.num_workers, math.ceil(len(pending) / self.batch_size))
+        plan = blocks(dataset, self.batch_size)
+        workers = min(self.num_workers, len(plan))
         pin = self.engines[0].device.type == "cuda"
-        loader = make_loader(dataset, self.batch_size, workers, pin)
+        loader = make_loader(dataset, plan, workers, pin)
         analyse = BlockAnalyser(self.engines, self.explainers, self._slot)
         with tqdm(total=len(pending), unit="img", desc="analyze", disable=not self.progress) as bar:
             waited = time.perf_counter()
@@ -264,6 +278,9 @@ class Analyzer:
         timing.projection = time.perf_counter() - began
         if not (up_to_date and (store.out / PREDICTIONS).exists()):
             export_tables(store.out, result.predictions, result.errors)
+            if len(result.videos):
+                videos = result.videos
+                write_csv(store.out / VIDEOS, videos.assign(path=videos["path"].map(path_to_text)))
         if up_to_date and previous.get("summary"):
             summary = {**previous["summary"], "up_to_date": True}
             store.update_info(status="complete", summary=summary)
@@ -312,6 +329,7 @@ class Analyzer:
                 "channels_last": engine.channels_last if engine else None,
                 "labels": _describe_labels(self.labels),
                 "report": self.report,
+                **({"video": asdict(self.sampling)} if inputs.videos else {}),
                 **({"ray": asdict(self.ray)} if self.backend == "ray" else {}),
             },
             "detectors": {
@@ -321,7 +339,7 @@ class Analyzer:
                 "inputs": inputs.fingerprint(),
                 "detectors": _digest(self._configs),
                 "explanation": _digest(explanation),
-                "faces": str(self.faces),
+                "faces": str(self.faces) + (f"; {self.sampling}" if inputs.videos else ""),
             },
             "versions": versions(),
         }
@@ -350,6 +368,7 @@ def analyze(
     actors: int | None = None,
     gpus_per_actor: float | None = None,
     cpus_per_actor: float | None = None,
+    video: Sampling | None = None,
 ) -> AnalysisResult:
     """Find the face, predict, explain and project a batch of images into folder ``out``.
 
@@ -369,6 +388,14 @@ def analyze(
     are paths too long to open and folders that cannot be listed). One run writes into ``out``
     at a time: another one still writing there makes this call raise
     :class:`~deepfake_xai.analysis.store.RunFolderInUseError` naming its process.
+
+    Video files (``.mp4``, ``.mov``, ``.avi``, ``.mkv``, ``.webm``... see
+    :mod:`deepfake_xai.video`) may sit among the images: ``video`` says which frames to sample
+    (default :class:`~deepfake_xai.video.Sampling`: one per second, at most 32, evenly spread).
+    Each face of each sampled frame is a row of ``predictions`` (with its ``track``, ``frame``
+    and ``time``), and :attr:`AnalysisResult.videos` (``videos.csv``) gives one verdict per
+    video (see :mod:`deepfake_xai.video_verdict`); a video's rows are committed together, so a
+    resumed run neither loses nor repeats a frame. Videos run on the local backend only.
 
     ``backend="ray"`` runs on Ray Data (the ``[ray]`` extra): decoding in CPU tasks, the
     engines in ``actors`` stateful actors (default: one per GPU of the cluster, else one) with
@@ -456,10 +483,12 @@ def summarise(
     rows = result.predictions
     done = rows["index"].nunique()
 
-    def images(status: str) -> int:
-        return int(rows.loc[rows["status"] == status, "index"].nunique())
+    def images(status: str, among: pd.DataFrame = rows) -> int:
+        return int(among.loc[among["status"] == status, "index"].nunique())
 
-    errors, no_face = images(UNREADABLE), images(NO_FACE)
+    # a video with frames without a face is no no-face input; a damaged one is an error
+    errors, no_face = images(UNREADABLE), images(NO_FACE, rows[~rows["video"]])
+    videos = result.videos
     return {
         "images": len(result.paths),
         "processed": int(done - errors - no_face),
@@ -473,7 +502,8 @@ def summarise(
         "images_per_second": round(processed / seconds, 2) if seconds > 0 else 0.0,
         "detectors": result.detectors,
         "verdicts": result.verdicts(),
-        "metrics": _metrics(rows),
+        "metrics": _metrics(rows[~rows["video"]]),
+        **({"videos": video_summary(videos)} if len(videos) else {}),
     }
 
 
@@ -490,6 +520,20 @@ def _metrics(rows: pd.DataFrame) -> dict[str, dict[str, Any]]:
         values = classification_metrics(y_true, group["p_fake"].to_numpy(dtype=np.float64))
         out[str(name)] = {k: _plain(v) for k, v in values.items()}
     return out
+
+
+def video_summary(videos: pd.DataFrame) -> dict[str, Any]:
+    """Videos, their verdicts per detector, frames sampled and frames without a face."""
+    first = videos.drop_duplicates("index")
+    return {
+        "videos": len(first),
+        "frames_sampled": int(first["frames_sampled"].sum()),
+        "no_face_frames": int(first["no_face_frames"].sum()),
+        "verdicts": {
+            str(name): {v: int((group["verdict"] == v).sum()) for v in (*VERDICTS, "")}
+            for name, group in videos.groupby("detector", sort=False)
+        },
+    }
 
 
 def _plain(value: Any) -> Any:

@@ -53,6 +53,21 @@ class DecodedBlock:
     sizes: np.ndarray  # (n, 2) width and height as decoded; 0 for images that were not
     quality: np.ndarray  # JPEG quality, NO_QUALITY for other images
     images: list[torch.Tensor]
+    video: np.ndarray | None = None  # a video's frame; then frame, track (-1: none) and times
+    frame: np.ndarray | None = None
+    track: np.ndarray | None = None
+    time: np.ndarray | None = None  # NaN for photos
+    duration: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.index)
+        self.video = np.zeros(n, dtype=bool) if self.video is None else self.video
+        for name in ("frame", "track"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.full(n, -1, dtype=np.int32))
+        for name in ("time", "duration"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.full(n, np.nan))
 
     def __len__(self) -> int:
         return len(self.index)
@@ -80,6 +95,11 @@ class DecodedBlock:
             images=[
                 torch.stack([t[k] for t in good]) if good else _no_images() for k in range(slots)
             ],
+            video=np.array([item.video for item in items], dtype=bool),
+            frame=_numbers([item.frame for item in items]),
+            track=_numbers([item.track for item in items]),
+            time=_seconds([item.time for item in items]),
+            duration=_seconds([item.duration for item in items]),
         )
 
     def to_columns(self) -> dict[str, np.ndarray]:
@@ -129,6 +149,14 @@ class DecodedBlock:
         return self
 
 
+def _numbers(values: Sequence[int | None]) -> np.ndarray:
+    return np.array([-1 if v is None else v for v in values], dtype=np.int32)
+
+
+def _seconds(values: Sequence[float | None]) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
 def _no_images() -> torch.Tensor:
     return torch.zeros((0, 3, 1, 1), dtype=torch.uint8)
 
@@ -146,6 +174,17 @@ def build_engines(
     options = {"layers": layers, "target": target, "device": device, "amp": amp}
     first = Engine(detectors, method=methods[0], **options)
     return [first] + [Engine(first.detectors, method=m, **options) for m in methods[1:]]
+
+
+def _video_columns(block: DecodedBlock) -> dict[str, pa.Array]:
+    """``video``, ``track``, ``frame``, ``time`` and ``duration`` of each row (see the store)."""
+    return {
+        "video": pa.array(block.video, type=pa.bool_()),
+        "track": pa.array(block.track, mask=block.track < 0, type=pa.int32()),
+        "frame": pa.array(block.frame, mask=block.frame < 0, type=pa.int32()),
+        "time": pa.array(block.time, mask=np.isnan(block.time), type=pa.float64()),
+        "duration": pa.array(block.duration, mask=np.isnan(block.duration), type=pa.float64()),
+    }
 
 
 class BlockAnalyser:
@@ -214,6 +253,7 @@ class BlockAnalyser:
             block.quality, mask=block.quality == NO_QUALITY, type=pa.int32()
         )
         columns[MODEL_VERSION] = pa.array([fingerprint] * n, type=pa.string())
+        columns.update(_video_columns(block))
         table = pa.table(columns, schema=ROW_SCHEMA)
         embeddings = outputs[0][name].embeddings if outputs else np.zeros((0, 0))
         table = table.append_column(EMBEDDING, array_column(embeddings, decoded))

@@ -22,6 +22,7 @@ discovered one source folder at a time.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -44,6 +45,7 @@ from ..data import (
     read_manifest,
 )
 from ..paths import display_path
+from ..video import is_video_path
 
 VECTOR_SUFFIXES = (".svg", ".svgz")
 InputSpec = str | os.PathLike | Sequence[str | os.PathLike] | Dataset
@@ -74,6 +76,13 @@ class Inputs:
             return self.paths[index], self.labels[index]
         return split_item(self.dataset[index])
 
+    @property
+    def videos(self) -> list[int]:
+        """The indices of the video files among the inputs."""
+        if self.dataset is not None:
+            return []
+        return [i for i, path in enumerate(self.paths) if is_video_path(path)]
+
     def problem_indices(self) -> dict[int, str]:
         """Index -> reason of the inputs known to give no image before any is decoded."""
         return {i: self.problems[p] for i, p in enumerate(self.paths) if p in self.problems}
@@ -99,14 +108,22 @@ def resolve_inputs(inputs: InputSpec, labels: LabelSpec = None) -> Inputs:
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     unusable: dict[str, str | None] = {}
     problems: dict[str, str] = {}
+    videos: dict[str, str | None] = {}
     for item in items:
         unusable.update(unusable_entries(item, problems))
-    listed = [part for i in items if _key(i) not in unusable for part in _source_folders(i)]
+        videos.update(video_files(item))
+    listed = [
+        part
+        for i in items
+        if _key(i) not in unusable and not _only_videos(i)
+        for part in _source_folders(i)
+    ]
     samples = discover(listed) if listed else []
     found = {str(s.path): s.label for s in samples}
     found.update((p, label) for p, label in unusable.items() if p not in found)
+    found.update((p, label) for p, label in videos.items() if p not in found)
     if not found:
-        raise ValueError(f"no images found in {_describe(inputs)}")
+        raise ValueError(f"no images found in {_describe(inputs)} (nor videos)")
     paths = sorted(found, key=Path)
     groups = {str(s.path): s.group for s in samples if s.group}
     sources = {**_folder_sources(items, paths), **groups}
@@ -190,6 +207,41 @@ def unusable_entries(
     if os.path.lexists(path) and _looks_like_image(path) and _unusable(path):
         return {path: _class_label(path)}
     return {}
+
+
+def video_files(item: str | os.PathLike) -> dict[str, str | None]:
+    """Video files under ``item`` (a folder, a video file or a glob): absolute path -> label
+    from its class folder (the nearest one below a folder given, the parent otherwise)."""
+    path = _key(item)
+    if os.path.isdir(path):
+        return {
+            entry: _class_label(os.path.relpath(entry, path))
+            for dirpath, names in walk_folder(path, {})
+            for entry in (os.path.join(dirpath, n) for n in names if is_video_path(n))
+        }
+    text = os.fspath(item)
+    if os.path.lexists(path):
+        matches = [path]
+    elif glob.has_magic(text):
+        matches = glob.glob(os.path.expanduser(text))
+    else:
+        return {}
+    return {
+        _key(m): normalise_label(Path(m).parent.name)
+        for m in matches
+        if is_video_path(m) and not os.path.isdir(m)
+    }
+
+
+def _only_videos(item: str | os.PathLike) -> bool:
+    """Whether ``item`` is a video file, or a glob that matches video files only."""
+    text = os.fspath(item)
+    if os.path.isdir(text):
+        return False
+    if os.path.lexists(text) or not glob.has_magic(text):
+        return is_video_path(text)
+    matches = glob.glob(os.path.expanduser(text))
+    return bool(matches) and all(is_video_path(m) for m in matches)
 
 
 def walk_folder(root: str, unlisted: dict[str, str]) -> Iterator[tuple[str, list[str]]]:

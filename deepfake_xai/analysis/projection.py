@@ -20,14 +20,16 @@ MIN_POINTS = 4
 
 
 def write_projection(result: AnalysisResult, detector: str, method: str) -> Path | None:
-    """Project ``detector``'s embeddings of the readable images with ``method``.
+    """Project ``detector``'s embeddings of the readable images (not video frames) with
+    ``method``.
 
     Writes ``projection_<detector>.csv`` (index, path as text, x, y, label, p_fake, verdict)
     and ``.png`` for the images with a verdict; returns the CSV path, or None when they are
     fewer than 4.
     """
     rows = result.predictions
-    rows = rows[(rows["detector"] == detector) & (rows["status"] == OK)].sort_values("index")
+    rows = rows[(rows["detector"] == detector) & (rows["status"] == OK) & ~rows["video"]]
+    rows = rows.sort_values("index")
     if len(rows) < MIN_POINTS:
         return None
     embeddings = result.embeddings(detector)[rows["index"].to_numpy()]

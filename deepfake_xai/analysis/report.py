@@ -114,6 +114,7 @@ def write_report(
         _trust(result),
         _projections(result),
         *_galleries(result, shown),
+        _videos(result, shown),
         _unreadable(result.errors, shown),
     ]
     body = "\n".join(s for s in sections if s)
@@ -374,6 +375,7 @@ def _galleries(result: AnalysisResult, names: Mapping[str, str]) -> list[str]:
     """Galleries by outcome: said fake, no signs found, uncertain (an image goes there when any
     detector said so), and misclassified when there are labels."""
     rows = result.predictions
+    rows = rows[~rows["video"]]  # videos have a section of their own
     wide = _wide(rows)
     if wide.empty:
         return []
@@ -397,6 +399,12 @@ def _galleries(result: AnalysisResult, names: Mapping[str, str]) -> list[str]:
     if wide["label"].notna().any():
         out.append(gallery("Misclassified", _misclassified(rows)))
     return out
+
+
+def _videos(result: AnalysisResult, names: Mapping[str, str]) -> str:
+    from .video_report import video_section
+
+    return video_section(result, names)
 
 
 def _unreadable(errors: pd.DataFrame, names: Mapping[str, str]) -> str:

@@ -31,6 +31,7 @@ from .store import (
     RUN_JSON,
     SOURCE,
     UNREADABLE,
+    VIDEOS,
     cam_column,
     column_values,
     pandas_type,
@@ -92,21 +93,41 @@ class AnalysisResult:
         detector's checkpoint file; ``""`` when it came from none) and source (where the image
         comes from: a manifest's group or a sub-folder, see :mod:`.inputs`; ``""`` when
         unknown). Rows without a verdict have NaN p_fake, an empty verdict and their reason in
-        ``error``."""
+        ``error``. A video has a row per face of each sampled frame: ``video`` is True, with
+        the face's ``track``, the ``frame`` number, its ``time`` and the video's ``duration``
+        in seconds (see :attr:`videos`); photos have ``video`` False and the others <NA>."""
         table = read_parts(self.out, [f for f in ROW_FIELDS if f not in ("index", "detector")])
         frame = table.to_pandas(types_mapper=pandas_type)
         if frame.empty:
             return pd.DataFrame({name: pd.Series(dtype=object) for name in COLUMNS})
         for name in FILLED_TEXT:
             frame[name] = frame[name].fillna("")
+        frame["video"] = frame["video"].fillna(False).astype(bool)
         frame["path"] = pd.Series([text_to_path(p) for p in frame["path"]], dtype=object)
         frame["label"] = frame["label"].astype(object).where(frame["label"].notna(), None)
         sources = self._inputs.set_index("index")[SOURCE]
         frame[SOURCE] = frame["index"].map(sources).fillna("").astype(object)
         order = {name: k for k, name in enumerate(self.detectors)}
         frame["_order"] = frame["detector"].map(order)
-        frame = frame.sort_values(["index", "_order"], kind="stable").drop(columns="_order")
+        keys = ["index", "frame", "track", "_order"]  # a video's frames in time order
+        frame = frame.sort_values(keys, kind="stable").drop(columns="_order")
         return frame[list(COLUMNS)].reset_index(drop=True)
+
+    @cached_property
+    def tracks(self) -> pd.DataFrame:
+        """One row per face track of each video and detector (see :mod:`.videos`)."""
+        from .videos import track_table
+
+        return track_table(self.predictions)
+
+    @cached_property
+    def videos(self) -> pd.DataFrame:
+        """One row per video and detector: path, duration, frames_sampled, no_face_frames,
+        tracks, p_fake (deciding), p_mean and p_high, flagged, verdict, reliability, error
+        (see :mod:`.videos` and :mod:`deepfake_xai.video_verdict`); empty without videos."""
+        from .videos import video_table
+
+        return video_table(self.predictions, self.tracks)
 
     def by_source(self) -> pd.DataFrame:
         """One row per source and detector (sources by name, ``""`` last): ``images``, one
@@ -220,10 +241,12 @@ class AnalysisResult:
 
     # -- arrays -----------------------------------------------------------------------------
     def embeddings(self, detector: str) -> np.ndarray:
-        """``(N, D)`` float32 embeddings in run order; rows of images without one are zero."""
+        """``(N, D)`` float32 embeddings in run order; rows of images without one are zero
+        (and of videos: their frames' embeddings are in the parts, a row per face)."""
         self._check_detector(detector)
-        table = read_parts(self.out, [EMBEDDING], detector)
-        table = table.filter(pc.is_valid(table[EMBEDDING]))
+        table = read_parts(self.out, [EMBEDDING, "video"], detector)
+        photo = pc.invert(pc.fill_null(table["video"], False))
+        table = table.filter(pc.and_(pc.is_valid(table[EMBEDDING]), photo))
         if table.num_rows == 0:
             raise FileNotFoundError(f"{self.out}: no embeddings stored yet for {detector!r}")
         values = column_values(table[EMBEDDING])
@@ -310,6 +333,53 @@ class AnalysisResult:
         heatmap = self.heatmap(key, detector, layer, explainer)
         return overlay(self.image(key, detector), heatmap, alpha=alpha, colormap=colormap)
 
+    def frame_overlay(
+        self,
+        key: ImageKey,
+        detector: str,
+        frame: int,
+        track: int,
+        layer: str = "final",
+        explainer: str = "gradcam",
+        alpha: float = 0.5,
+    ) -> Image.Image:
+        """A video's face ``track`` in ``frame``, decoded again and framed and harmonised as
+        ``detector`` saw it, with its stored heatmap drawn over it."""
+        from ..faces import FaceBox, frame_face
+        from ..preprocessing import Harmonization
+        from ..render import overlay
+        from ..video import read_frame
+
+        index = self.index_of(key)
+        self._check_kind(detector, explainer, layer)
+        place = self._frame_locations.get((index, detector, int(frame), int(track)))
+        if place is None:
+            name = display_path(self.paths[index])
+            raise KeyError(f"{name}: no face {track} in frame {frame} analysed by {detector!r}")
+        part, row = place
+        heatmap = column_values(_part_column(part, cam_column(explainer, layer)).slice(row, 1))[0]
+        facts = pq.read_table(part, columns=list(FACE_FIELDS[1:])).slice(row, 1).to_pylist()[0]
+        config = self.info["detectors"][detector]["harmonization"]
+        image = read_frame(self.paths[index], int(frame)).image
+        if facts[FACE_FIELDS[1]] is not None:
+            image = frame_face(image, FaceBox(*(int(facts[f]) for f in FACE_FIELDS[1:])))
+        return overlay(Harmonization.from_dict(config).apply(image), heatmap, alpha=alpha)
+
+    @cached_property
+    def _frame_locations(self) -> dict[tuple[int, str, int, int], tuple[Path, int]]:
+        """(index, detector, frame, track) -> (part, row) of each video face row (first copy)."""
+        found: dict[tuple[int, str, int, int], tuple[Path, int]] = {}
+        for part in part_files(self.out):
+            names = pq.read_schema(part).names
+            if "frame" not in names:
+                continue
+            keys = pq.read_table(part, columns=["index", "detector", "frame", "track"])
+            columns = [keys[c].to_pylist() for c in keys.column_names]
+            for row, key in enumerate(zip(*columns, strict=True)):
+                if key[2] is not None and key[3] is not None:
+                    found.setdefault(key, (part, row))
+        return found
+
     @property
     def faces_checked(self) -> bool:
         """Whether faces were found first (the detectors then saw the largest face, framed)."""
@@ -349,9 +419,10 @@ class AnalysisResult:
         s = self.summary
         if not s:
             return f"{self.out}: {self.status}, no summary yet"
+        inputs = "images and videos" if s.get("videos") else "images"
         lines = [
             "every image was already analysed; nothing recomputed" if s.get("up_to_date") else "",
-            f"analyzed {s['images']} images with {', '.join(s['detectors'])}: "
+            f"analyzed {s['images']} {inputs} with {', '.join(s['detectors'])}: "
             f"{s['processed_now']} in {s['seconds']:.1f} s "
             f"({s['images_per_second']:.1f} images/s, torch threads: {s.get('threads', '?')}"
             f"{', ' + s['backend'] if s.get('backend') else ''}), {s['resumed']} from before",
@@ -362,7 +433,8 @@ class AnalysisResult:
             lines.append(f"  no face found: {s['no_face']} (no verdict for them)")
         if s.get("invalid_scores"):
             lines.append(f"  NaN or infinite scores (no verdict): {s['invalid_scores']}")
-        lines += self._describe_verdicts(s.get("verdicts", {}))
+        lines += self._describe_verdicts(s.get("verdicts", {}), frames=bool(s.get("videos")))
+        lines += self._describe_videos(s.get("videos"))
         for detector, metrics in s.get("metrics", {}).items():
             shown = ", ".join(
                 f"{name} {metrics[name]:.3f}"
@@ -375,17 +447,34 @@ class AnalysisResult:
         lines.append(f"outputs: {self.out}{report}")
         return "\n".join(line for line in lines if line)
 
-    def _describe_verdicts(self, verdicts: dict[str, dict[str, int]]) -> list[str]:
-        """A line per detector: its model version and how many images got each outcome."""
+    def _describe_verdicts(
+        self, verdicts: dict[str, dict[str, int]], frames: bool = False
+    ) -> list[str]:
+        """A line per detector: its model version and how many images (and video frames, with
+        ``frames``) got each outcome."""
         lines = []
+        counted = " (photos and video frames)" if frames else ""
         for detector, counts in verdicts.items():
             facts = self.info["detectors"].get(detector, {})
             version = f" (model {facts['fingerprint']})" if facts.get("fingerprint") else ""
             said = ", ".join(f"{SHORT[v]} {counts.get(v, 0)}" for v in VERDICTS)
-            lines.append(f"  {detector}{version}: {said}")
+            lines.append(f"  {detector}{version}{counted}: {said}")
             if "reliability" in facts and facts["reliability"] is None:
                 lines.append(f"    {detector} {NO_STATISTICS}")
         return [*lines, f"  ({BRIEF})"] if lines else []
+
+    def _describe_videos(self, videos: dict[str, Any] | None) -> list[str]:
+        """Videos, frames, and each detector's verdicts over videos (details in videos.csv)."""
+        if not videos:
+            return []
+        lines = [
+            f"  videos: {videos['videos']}, {videos['frames_sampled']} frames sampled, "
+            f"{videos['no_face_frames']} without a face (per video: {self.out / VIDEOS})"
+        ]
+        for detector, counts in videos["verdicts"].items():
+            said = ", ".join(f"{SHORT[v]} {counts.get(v, 0)}" for v in VERDICTS)
+            lines.append(f"    {detector} on videos: {said}, no verdict {counts.get('', 0)}")
+        return lines
 
     def _describe_sources(self) -> list[str]:
         """A line per source and detector, when the images come from several sources."""

@@ -53,6 +53,7 @@ PARTS = "parts"
 PREDICTIONS = "predictions.csv"
 PREDICTIONS_PARQUET = "predictions.parquet"
 ERRORS = "errors.csv"
+VIDEOS = "videos.csv"
 REPORT = "report.html"
 LOCK = ".lock"
 
@@ -60,6 +61,9 @@ RELIABILITY_FIELDS = ("ood_score", "reliable", "reasons")
 FACE_FIELDS = ("faces", "face_left", "face_top", "face_width", "face_height")
 JPEG_QUALITY = "jpeg_quality"  # read from the file's header; null for other formats
 MODEL_VERSION = "model_version"  # the checkpoint file's fingerprint; "" when not from a file
+# a frame of a video: whether the row is one, the face's track, frame number, time (s) and the
+# video's duration (s); null (video False) for photos, track null for a frame without a face
+VIDEO_FIELDS = ("video", "track", "frame", "time", "duration")
 ROW_FIELDS = (
     "index",
     "path",
@@ -73,6 +77,7 @@ ROW_FIELDS = (
     *FACE_FIELDS,
     JPEG_QUALITY,
     MODEL_VERSION,
+    *VIDEO_FIELDS,
 )
 SOURCE = "source"  # per image, in inputs.parquet: where it comes from ("" when unknown)
 ERROR_FIELDS = ("index", "path", "reason")
@@ -102,6 +107,11 @@ ROW_SCHEMA = pa.schema(
         *((name, pa.int32()) for name in FACE_FIELDS),
         (JPEG_QUALITY, pa.int32()),
         (MODEL_VERSION, pa.string()),
+        ("video", pa.bool_()),
+        ("track", pa.int32()),
+        ("frame", pa.int32()),
+        ("time", pa.float64()),
+        ("duration", pa.float64()),
     ]
 )
 FILLED_TEXT = ("reasons", MODEL_VERSION)  # "" in rows of runs written before these columns
@@ -109,7 +119,7 @@ REASONS_SEPARATOR = "; "
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
 _PART_NAME = re.compile(r"part-\d+-[0-9a-f]+\.parquet")
-_OWNED_FILES = (RUN_JSON, INPUTS, PREDICTIONS, PREDICTIONS_PARQUET, ERRORS, REPORT)
+_OWNED_FILES = (RUN_JSON, INPUTS, PREDICTIONS, PREDICTIONS_PARQUET, ERRORS, VIDEOS, REPORT)
 _OWNED_DIRS = (PARTS, "cams", "embeddings")  # the last two: format 1 runs
 _OWNED_PATTERNS = ("projection_*.csv", "projection_*.png")
 # what writers killed mid-write leave behind (temporary names of every file a run writes)
@@ -322,22 +332,32 @@ def part_files(out: Path) -> list[Path]:
 
 
 def read_parts(out: Path, columns: Sequence[str], detector: str | None = None) -> pa.Table:
-    """``columns`` of every committed row (first copy of each image and detector), optionally
-    of one detector only; ``index`` and ``detector`` are always included. A row column that a
-    part lacks (written before it existed) is null there."""
+    """``columns`` of every committed row (the first copy of each image, or of each face of a
+    video's frame, and detector), optionally of one detector only; ``index`` and ``detector``
+    are always included. A row column that a part lacks (written before it existed) is null
+    there."""
     wanted = list(dict.fromkeys(["index", "detector", *columns]))
+    keyed = list(dict.fromkeys([*wanted, "frame", "track"]))  # a video has a row per face
     tables = []
     for part in part_files(out):
-        table = _read_rows(part, wanted)
+        table = _read_rows(part, keyed)
         if detector is not None:
             table = table.filter(pc.equal(table["detector"], detector))
         tables.append(table)
     if not tables:
         return _empty(wanted)
     table = pa.concat_tables(tables, promote_options="permissive")
-    keys = pd.DataFrame({"i": table["index"].to_numpy(), "d": table["detector"].to_pylist()})
-    duplicated = keys.duplicated(["i", "d"]).to_numpy()
-    return table.filter(pa.array(~duplicated)) if duplicated.any() else table
+    keys = pd.DataFrame(
+        {
+            "i": table["index"].to_numpy(),
+            "d": table["detector"].to_pylist(),
+            "f": table["frame"].fill_null(-1).to_numpy(),
+            "t": table["track"].fill_null(-1).to_numpy(),
+        }
+    )
+    duplicated = keys.duplicated(["i", "d", "f", "t"]).to_numpy()
+    table = table.filter(pa.array(~duplicated)) if duplicated.any() else table
+    return table.select(wanted)
 
 
 def _read_rows(part: Path, columns: Sequence[str]) -> pa.Table:

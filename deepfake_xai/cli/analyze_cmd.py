@@ -14,12 +14,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "find faces, predict, explain and project a batch of images into a resumable folder"
+HELP = (
+    "find faces, predict, explain and project a batch of images (and videos) into a resumable "
+    "folder"
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "inputs", nargs="+", help="folders (real/ and fake/ give labels), images, globs or CSVs"
+        "inputs",
+        nargs="+",
+        help="folders (real/ and fake/ give labels), images, videos, globs or CSVs",
     )
     parser.add_argument(
         "--detector",
@@ -71,6 +76,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-report", action="store_true", help="skip report.html")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    video = parser.add_argument_group("video files (.mp4, .mov, .avi, .mkv, .webm...)")
+    video.add_argument(
+        "--video-rate",
+        type=float,
+        default=1.0,
+        metavar="PER_SECOND",
+        help="frames sampled per second of video (default %(default)s)",
+    )
+    video.add_argument(
+        "--video-frames",
+        type=int,
+        default=None,
+        metavar="N",
+        help="sample N frames per video, evenly spread, instead of a rate",
+    )
+    video.add_argument(
+        "--video-max-frames",
+        type=int,
+        default=32,
+        metavar="N",
+        help="frames sampled per video at most (default %(default)s)",
+    )
     ray = parser.add_argument_group(
         "Ray (the [ray] extra)", "with --ray, --threads is per engine actor (default: its CPUs)"
     )
@@ -103,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     from ..faces import FacesExtraMissing
     from ..reliability import VERDICTS
     from ..runtime import configure_threads
+    from ..video import Sampling
 
     on_ray = args.ray is not None
     ray_options = {
@@ -133,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads if on_ray else configure_threads(args.threads),
             backend="ray" if on_ray else "local",
             **(ray_options if on_ray else {}),
+            video=Sampling(args.video_rate, args.video_frames, args.video_max_frames),
         )
     except (FacesExtraMissing, RayExtraMissing) as exc:
         print(f"deepfake-xai analyze: error: {exc}", file=sys.stderr)

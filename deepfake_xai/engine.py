@@ -9,6 +9,7 @@ picklable parameters, so it can live inside a worker process or a Ray actor unch
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -30,6 +31,8 @@ from .preprocessing import Harmonization, to_uint8_tensor
 from .registry import EXPLAINERS
 from .reliability import EMBEDDING, Assessment, assess, pooled
 from .runtime import configure_allocator
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -259,7 +262,12 @@ class Engine:
         if not (use or ready):
             return None, {}
         start = time.perf_counter()
-        fmap, outputs = compiled_features(detector, observed)(x)
+        try:
+            fmap, outputs = compiled_features(detector, observed)(x)
+        except Exception as exc:  # no C compiler, an unsupported layer: eager still works
+            log.warning("compiling %s failed, running eagerly: %s", detector.name, exc)
+            self.compiled = False
+            return None, {}
         if not ready:
             self.compile_seconds += time.perf_counter() - start
         return fmap, outputs

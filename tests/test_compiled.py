@@ -30,11 +30,23 @@ def detector() -> QuadrantDetector:
 @pytest.fixture(scope="module")
 def compiled_engine(detector) -> Engine:
     engine = Engine([detector], device="cpu", compiled=True)
-    try:
-        engine.run(uint8_batch(6))
-    except Exception as exc:  # no C++ compiler or an unsupported platform for inductor
-        pytest.skip(f"torch.compile is unavailable here: {type(exc).__name__}: {exc}")
+    engine.run(uint8_batch(6))
+    if engine.compiled is False:  # no C++ compiler or an unsupported platform for inductor
+        pytest.skip("torch.compile is unavailable here (the engine fell back to eager)")
     return engine
+
+
+def test_a_failed_compile_falls_back_to_eager(detector, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C compiler")
+
+    monkeypatch.setattr("deepfake_xai.engine.compiled_features", broken)
+    batch = uint8_batch(3, seed=5)
+    engine = Engine([detector], device="cpu", compiled=True)
+    fallen = engine.run(batch)[detector.name]
+    eager = Engine([detector], device="cpu", compiled=False).run(batch)[detector.name]
+    np.testing.assert_array_equal(fallen.probs, eager.probs)
+    assert engine.compiled is False and "running eagerly: no C compiler" in caplog.text
 
 
 @pytest.mark.parametrize("target", ["fake", "predicted"])

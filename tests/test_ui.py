@@ -384,11 +384,11 @@ def test_model_card_says_when_it_cannot_tell(fitted):
 # -- the running app -----------------------------------------------------------------------------
 def test_every_event_is_a_named_endpoint_in_one_bounded_queue(demo, client):
     public = [fn for fn in demo.fns.values() if fn.api_visibility == "public"]
-    assert sorted(fn.api_name for fn in public) == ["analyze_batch", "inspect"]
+    assert sorted(fn.api_name for fn in public) == ["analyze_batch", "analyze_video", "inspect"]
     assert {fn.concurrency_id for fn in public} == {"detectors"}
     assert demo._queue.max_size == 32 and demo.max_file_size == 200 * 1024**2
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert set(endpoints) == {"/inspect", "/analyze_batch"}
+    assert set(endpoints) == {"/inspect", "/analyze_batch", "/analyze_video"}
     inspect_api = endpoints["/inspect"]
     assert "finds the face" in inspect_api["description"]
     params = [p["parameter_name"] for p in inspect_api["parameters"]]

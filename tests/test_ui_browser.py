@@ -290,7 +290,7 @@ def test_batch_results_are_on_the_page(browser, app_url, labelled_faces):
         page.wait_for_timeout(1000)
         layout = page.evaluate(NARROW_LAYOUT)
         assert layout["page"] <= NARROW["width"], layout  # nothing runs off the screen
-        assert layout["tabs"] == 3 and not layout["clipped_tabs"], layout
+        assert layout["tabs"] == 4 and not layout["clipped_tabs"], layout
         assert not layout["summary_overflow"] and not layout["table_overflow"], layout
         summary_text = summary.inner_text()
         assert "accuracy" in summary_text and "ROC AUC" in summary_text
@@ -347,5 +347,68 @@ def test_about_tab_has_a_model_card_per_detector(browser, app_url, detector):
         shot(page, "about-1400")
         page.set_viewport_size(NARROW)
         shot(page, "about-400")
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def face_clip(faces_sample_module, tmp_path_factory) -> Path:
+    """A 6 s clip at 2 fps: a shared fake face for 4 s, then 2 s with no face."""
+    import numpy as np
+    from video_data import write_clip
+
+    path = sorted((faces_sample_module / "val" / "fake").glob("*.jpg"))[0]
+    with Image.open(path) as image:
+        face = np.asarray(image.convert("RGB"))
+    frames = [face] * 8 + [np.full_like(face, 90)] * 4
+    return write_clip(tmp_path_factory.mktemp("video") / "interview.mp4", frames, fps=2.0)
+
+
+def test_the_video_tab_shows_the_verdict_timeline_and_strip(browser, app_url, face_clip):
+    page = open_page(browser, app_url, WIDE)
+    try:
+        page.get_by_role("tab", name="Analyse a video").click()
+        limits = page.locator("#video-limits")
+        limits.wait_for(timeout=TIMEOUT_MS)
+        assert "200 MB per file" in limits.inner_text() and "3 hours" in limits.inner_text()
+        page.locator("#video-file input[type=file]").set_input_files(str(face_clip))
+        page.locator("#video-file").get_by_text("interview.mp4").wait_for(timeout=TIMEOUT_MS)
+        page.locator("#video-button").click()
+        outcome = page.locator("#video-verdict .outcome")
+        outcome.wait_for(timeout=TIMEOUT_MS)
+        text = outcome.inner_text()
+        assert outcome.locator(".outcome-title").inner_text() in OUTCOME_TITLES.values()
+        assert "What decided it:" in text and re.search(r"P\(fake\) (0\.\d\d|above|below)", text)
+        assert "2 without a face (counted, not scored)" in text
+        timeline = page.locator("#video-timeline img").first
+        timeline.wait_for(timeout=TIMEOUT_MS)
+        assert timeline.bounding_box()["height"] >= 150
+        thumbs = page.locator("#video-strip img")
+        thumbs.first.wait_for(timeout=TIMEOUT_MS)
+        assert thumbs.count() == 4 and thumbs.first.bounding_box()["width"] >= 80
+        assert re.search(r"0\.5 s: P\(fake\)", page.locator("#video-strip").inner_text())
+        assert page.locator("#video-key .colour-bar").is_visible()
+        shot(page, "video-1400")
+        page.set_viewport_size(NARROW)
+        page.wait_for_timeout(1000)
+        assert page.evaluate("document.documentElement.scrollWidth") <= NARROW["width"]
+        assert timeline.is_visible() and thumbs.first.is_visible()
+        shot(page, "video-400")
+    finally:
+        page.close()
+
+
+def test_a_file_that_is_no_video_is_refused_by_name(browser, app_url, tmp_path):
+    bad = tmp_path / "holiday.mp4"
+    bad.write_text("this is a text file, not a video")
+    page = open_page(browser, app_url, WIDE)
+    try:
+        page.get_by_role("tab", name="Analyse a video").click()
+        page.locator("#video-limits").wait_for(timeout=TIMEOUT_MS)
+        page.locator("#video-file input[type=file]").set_input_files(str(bad))
+        status = page.locator("#video-status")
+        status.get_by_text("holiday.mp4 is not a usable video").wait_for(timeout=TIMEOUT_MS)
+        assert "not a video file" in status.inner_text() and "Traceback" not in status.inner_text()
+        shot(page, "video-bad-upload-1400")
     finally:
         page.close()

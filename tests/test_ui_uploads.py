@@ -148,7 +148,7 @@ def test_upload_checks_run_in_the_queue_and_nothing_bypasses_it(app, tmp_path):
     for fn in demo.fns.values():  # an unqueued handler must not even open the file
         assert fn.queue or not fn.preprocess or not fn.inputs, fn.name
     checks = upload_checks(demo)
-    assert set(checks) == {"inspect-image", "batch-files"}
+    assert set(checks) == {"inspect-image", "batch-files", "video-file"}
     assert all(fn.queue for fn in checks.values())
     assert {fn.concurrency_id for fn in checks.values()} == {"upload-checks"}
     text = tmp_path / "notes.png"

@@ -32,6 +32,8 @@ from .demo_models import DemoConfig, resolve_models
 from .example_files import captioned, example_folder, folder_examples
 from .inspect_tab import ABOUT_TAB, INSPECT_BATCH, KEEP_DOWNLOADS, build_inspect_tab
 from .uploads import MAX_TOTAL_BYTES, UploadLimits
+from .video_tab import CSS as VIDEO_CSS
+from .video_tab import build_video_tab
 
 TITLE = "deepfake-xai: is this face real, and why does the detector think so?"
 MODEL_GROUP = "detectors"
@@ -105,6 +107,7 @@ CSS = (
     + "}\n"
     + legend.CSS
     + outcome.CSS
+    + VIDEO_CSS
 )
 DEMO_BANNER = (
     "**Demo detectors.** These detectors were trained in a few minutes on synthetic cartoon "
@@ -173,6 +176,11 @@ def build_demo(
                 build_batch_tab(
                     models.detectors, projections, faces, work_dir, MODEL_GROUP,
                     limits=limits, check_group=CHECK_GROUP,
+                )  # fmt: skip
+            with gr.Tab("Analyse a video", id="video"):
+                build_video_tab(
+                    models.detectors, faces, MODEL_GROUP, max_upload=MAX_UPLOAD, limits=limits,
+                    check_group=CHECK_GROUP,
                 )  # fmt: skip
             with gr.Tab("About the detectors", id=ABOUT_TAB):
                 build_about_tab(models.detectors, UPLOADS_NOTE)

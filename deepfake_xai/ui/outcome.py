@@ -24,9 +24,17 @@ NO_STATISTICS = (
 
 
 def outcome_box(
-    detector: Detector, assessment: Assessment, p_fake: float, ood: float | None
+    detector: Detector,
+    assessment: Assessment,
+    p_fake: float,
+    ood: float | None,
+    *,
+    note: str | None = None,
+    details: str = "",
 ) -> str:
-    """HTML for one detector's outcome (CSS classes ``outcome outcome-<verdict>``)."""
+    """HTML for one detector's outcome (CSS classes ``outcome outcome-<verdict>``); ``note``
+    replaces the outcome's usual note (worded for a photo), ``details`` is HTML shown after the
+    reasons (a video's "what decided it")."""
     verdict = assessment.verdict
     p_text = p_fake_text(p_fake) if math.isfinite(p_fake) else "P(fake) not a number"
     if verdict == "uncertain":
@@ -36,8 +44,9 @@ def outcome_box(
         f'<div class="outcome-head"><strong class="outcome-title">'
         f"{html.escape(OUTCOME_TITLES[verdict])}</strong>"
         f'<span class="p-fake">{html.escape(p_text)}</span></div>',
-        f'<p class="outcome-note">{html.escape(OUTCOME_NOTES[verdict])}</p>',
+        f'<p class="outcome-note">{html.escape(note or OUTCOME_NOTES[verdict])}</p>',
         _reasons(assessment.reasons),
+        details,
     ]
     if assessment.reliable is None:
         parts.append(f'<p class="outcome-note">{html.escape(NO_STATISTICS)}</p>')

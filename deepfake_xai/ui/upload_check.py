@@ -1,12 +1,14 @@
 """Judging a dropped file before "Analyse", in a child process bounded in time and memory.
 
 The check decodes each file with :func:`deepfake_xai.images.load_image`, so that a file which is
-not a usable image is refused at once, naming the reason. A file can be built to take minutes or
-gigabytes to decode (millions of empty PNG chunks, hundreds of progressive JPEG scans), so the
-decode runs in a separate process with an address-space limit, one file at a time, and is
-stopped at a deadline: such a file costs the server at most :attr:`UploadLimits.check_seconds`
-and :attr:`UploadLimits.check_memory`, and is refused with the bound it hit. The event handlers
-that call this run in Gradio's queue, under its concurrency limit.
+not a usable image is refused at once, naming the reason; a video is probed instead
+(:func:`deepfake_xai.video.probe_video`: its container, its header and the decode budget). A
+file can be built to take minutes or gigabytes to decode (millions of empty PNG chunks, hundreds
+of progressive JPEG scans), so the decode runs in a separate process with an address-space
+limit, one file at a time, and is stopped at a deadline: such a file costs the server at most
+:attr:`UploadLimits.check_seconds` and :attr:`UploadLimits.check_memory`, and is refused with
+the bound it hit. The event handlers that call this run in Gradio's queue, under its concurrency
+limit.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 
+from ..video import VideoLimits
 from .uploads import UploadLimits
 
 CHECKS_AT_ONCE = 2  # upload checks running at once (the queue holds the rest)
@@ -31,9 +35,13 @@ READY = "ready"
 
 
 def check_images(
-    files: Sequence[tuple[str, str]], limits: UploadLimits | None = None
+    files: Sequence[tuple[str, str]],
+    limits: UploadLimits | None = None,
+    *,
+    video: VideoLimits | None = None,
 ) -> list[str | None]:
-    """For each ``(path, name)``: why it is not a usable image, or None when it decodes.
+    """For each ``(path, name)``: why it is not a usable image, or None when it decodes; with
+    ``video``, why it is not a usable video within those limits, or None when it opens.
 
     Files still waiting when the request's total check time (``limits.check_total_seconds``)
     is spent get None: they are judged again when analysed.
@@ -49,7 +57,7 @@ def check_images(
             worker = worker or _start(limits.check_memory)
             if worker is None or time.monotonic() >= stop:
                 break
-            reasons[number] = worker.check(path, name, limits.check_seconds)
+            reasons[number] = worker.check(path, name, limits.check_seconds, video)
             if worker.stopped:
                 worker.close()
                 worker = None
@@ -95,10 +103,14 @@ class _Worker:
             self.close()
             raise RuntimeError("the upload check process did not start")
 
-    def check(self, path: str, name: str, seconds: float) -> str | None:
-        """Why ``path`` cannot be used (None: it decodes); the child is killed at ``seconds``."""
+    def check(
+        self, path: str, name: str, seconds: float, video: VideoLimits | None = None
+    ) -> str | None:
+        """Why ``path`` cannot be used (None: it decodes, or with ``video`` opens as a video
+        within those limits); the child is killed at ``seconds``."""
+        budget = asdict(video) if video is not None else None
         try:
-            self._process.stdin.write(json.dumps([path, name]) + "\n")
+            self._process.stdin.write(json.dumps([path, name, budget]) + "\n")
             self._process.stdin.flush()
         except OSError:
             self.stopped = True
@@ -151,15 +163,20 @@ def _limit_memory(extra: int) -> None:
 
 
 def _serve(memory: int) -> None:
-    """The child: decode each ``[path, name]`` line, answer ``{"reason": ...}``."""
+    """The child: decode each ``[path, name, video budget or null]`` line (a video is probed),
+    answer ``{"reason": ...}``."""
     from ..images import ImageLoadError, load_image
+    from ..video import probe_video
 
     _limit_memory(memory)
     print(READY, flush=True)
     for line in sys.stdin:
-        path, name = json.loads(line)
+        path, name, budget = json.loads(line)
         try:
-            load_image(path, name=name)
+            if budget is None:
+                load_image(path, name=name)
+            else:
+                probe_video(path, limits=VideoLimits(**budget), name=name)
             reason = None
         except ImageLoadError as exc:
             reason = exc.reason

@@ -317,26 +317,6 @@ def problem_text(message: str) -> str:
     return f"**Cannot analyse this.** {plain(message)}"
 
 
-def inspect(
-    slots: Sequence[Slot],
-    upload: Mapping[str, Any] | None,
-    chosen: Sequence[str] | None,
-    method: str,
-    layer: str,
-    target: str,
-    opacity: float,
-    find_faces_first: bool,
-    work_dir: Path,
-) -> list[Any]:
-    """Values for every output: JSON, download, status, faces, face note, then each slot's.
-
-    ``upload`` is Gradio's raw file payload (the event skips Gradio's own decoding, so that a
-    bad file is judged by :func:`deepfake_xai.images.load_image` and reported by name).
-    """
-    request = (upload, chosen, method, layer, target, opacity, find_faces_first)
-    return inspect_many(slots, [request], work_dir)[0]
-
-
 @dataclass
 class _Request:
     """One request, read and with its face found, waiting for the detectors."""
@@ -360,10 +340,12 @@ class _Request:
 def inspect_many(
     slots: Sequence[Slot], requests: Sequence[Sequence[Any]], work_dir: Path
 ) -> list[list[Any]]:
-    """:func:`inspect` for several requests at once (each: upload, chosen detectors, method,
-    layer, target, opacity, find faces first): the faces of requests with the same settings go
-    through each detector as one batch. A request that fails gets its own error; the others
-    are answered."""
+    """Values for every output (JSON, download, status, faces, face note, then each slot's)
+    of each request (upload, chosen detectors, method, layer, target, opacity, find faces
+    first). The faces of requests with the same settings go through each detector as one
+    batch; a request that fails gets its own error, the others are answered. An upload is
+    Gradio's raw file payload (the event skips Gradio's own decoding, so that a bad file is
+    judged by :func:`deepfake_xai.images.load_image` and reported by name)."""
     answers: list[list[Any] | None] = [None] * len(requests)
     waiting: dict[int, _Request] = {}
     for number, request in enumerate(requests):

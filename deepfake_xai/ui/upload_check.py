@@ -168,6 +168,8 @@ def _serve(memory: int) -> None:
     from ..images import ImageLoadError, load_image
     from ..video import probe_video
 
+    with contextlib.suppress(ImportError):  # before "ready": imports never count against a file
+        import cv2  # noqa: F401
     _limit_memory(memory)
     print(READY, flush=True)
     for line in sys.stdin:

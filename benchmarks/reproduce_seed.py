@@ -129,14 +129,21 @@ def _training_summary(checkpoint: Path) -> dict:
 
 
 class FlipAveraged(Detector):
-    """A detector whose logit is the mean over the image and its mirror image (test-time flip)."""
+    """A detector whose logit (and embedding) is the mean over the image and its mirror image
+    (test-time flip). The feature maps of both are stacked along the channels, so every path
+    that runs ``head(features(x))`` (the engine, evaluate) averages, not only ``forward``."""
 
     def __init__(self, detector: Detector):
         self.__dict__.update(detector.__dict__)
+        self.base = detector
         self.name = f"{detector.name} + flip"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (self.head(self.features(x))[0] + self.head(self.features(x.flip(-1)))[0])
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.base.features(x), self.base.features(x.flip(-1))], dim=1)
+
+    def head(self, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        (logit, embedding), (mirrored, mirrored_embedding) = map(self.base.head, fmap.chunk(2, 1))
+        return 0.5 * (logit + mirrored), 0.5 * (embedding + mirrored_embedding)
 
 
 def compare(checkpoints: dict[str, Path], data: Path, out: Path) -> dict:

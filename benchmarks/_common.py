@@ -61,6 +61,11 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores"
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, for the record."""
+    return ", ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
 def command_line(script: str, argv: list[str] | None) -> str:
     """The command that produced a result, as ``python benchmarks/<script> <args>``."""
     return shlex.join(["python", f"benchmarks/{script}", *(argv or sys.argv[1:])])

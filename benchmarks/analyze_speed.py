@@ -25,9 +25,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import HERE, add_output_args, command_line, machine, update_readme_section, write_json
+from _common import (
+    HERE,
+    add_output_args,
+    command_line,
+    load_average,
+    machine,
+    update_readme_section,
+    write_json,
+)
+from sources import FACES
 
-DATA = Path("/work/shared/data/faces-140k-sample/val")
+DATA = FACES / "val"
 
 
 def worker(config: dict) -> dict:
@@ -100,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
-    load_before = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    load_before = load_average()
     rows = []
     for round_ in range(args.rounds):
         for side in ("before", "after"):
@@ -126,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine(),
         "load_before": load_before,
-        "load_after": " ".join(f"{v:.1f}" for v in os.getloadavg()),
+        "load_after": load_average(),
         "rows": rows,
         "speedup_per_round": [round(s, 2) for s in speedups],
     }

@@ -32,12 +32,14 @@ from _common import (
     MALLOC_ENV,
     add_output_args,
     command_line,
+    load_average,
     machine,
     update_readme_section,
     write_json,
 )
+from sources import FACES
 
-DATA = Path("/work/shared/data/faces-140k-sample/val")
+DATA = FACES / "val"
 ALLOCATORS = ("off", "mallopt", "env")
 SIDES = ("plain", "engine_eager", "engine_compiled")
 
@@ -227,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
-    load_before = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    load_before = load_average()
     pairs = [
         (side, allocator)
         for side in args.sides.split(",")
@@ -264,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size,
         "rounds": args.rounds,
         "load_before": load_before,
-        "load_after": " ".join(f"{v:.1f}" for v in os.getloadavg()),
+        "load_after": load_average(),
         "summary": summary,
         "ratios": ratio_lines(summary, rows),
         "rows": rows,

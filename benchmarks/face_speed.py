@@ -12,16 +12,23 @@ are ``benchmarks/face_detectors.py``'s (candidates ``chosen`` and ``chosen_full_
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from _common import add_output_args, command_line, machine, update_readme_section, write_json
+from _common import (
+    add_output_args,
+    command_line,
+    load_average,
+    machine,
+    update_readme_section,
+    write_json,
+)
 from PIL import Image
+from sources import FACES
 
-DATA = Path("/work/shared/data/faces-140k-sample/val")
+DATA = FACES / "val"
 
 
 def images(root: Path, count: int) -> dict[str, list[Image.Image]]:
@@ -50,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     cv2.setNumThreads(1)
     sets = images(args.data, args.images)
     find_faces(sets["256 px aligned faces"][0])
-    load_before = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    load_before = load_average()
     rows = []
     for name, pictures in sets.items():
         per_round = {"full search": [], "aligned first": []}
@@ -79,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine(),
         "load_before": load_before,
-        "load_after": " ".join(f"{v:.1f}" for v in os.getloadavg()),
+        "load_after": load_average(),
         "rows": rows,
     }
     write_json(args.out, report)

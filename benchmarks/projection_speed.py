@@ -30,7 +30,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import README, add_output_args, command_line, update_readme_section, write_json
+from _common import (
+    README,
+    add_output_args,
+    command_line,
+    load_average,
+    update_readme_section,
+    write_json,
+)
 
 DIM, COMPONENTS, PCA_DIMS, PERPLEXITY, SEED = 1280, 10, 50, 30.0, 0
 CENTRE_SPREAD = 0.12  # components overlap, so knn10 is informative (about 0.5, not 1.0)
@@ -251,11 +258,6 @@ def measure_all(sizes: list[int], thread_counts: list[int], methods: list[str]) 
                     )
                     print(f"{n:>6} {n_jobs:>2} {method:<14} {shown}", flush=True)
     return rows
-
-
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages, for the record."""
-    return ", ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

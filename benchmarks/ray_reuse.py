@@ -11,15 +11,22 @@ into a new run folder; every call's wall time and whether it reused the actors.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import add_output_args, command_line, machine, update_readme_section, write_json
+from _common import (
+    add_output_args,
+    command_line,
+    load_average,
+    machine,
+    update_readme_section,
+    write_json,
+)
+from sources import FACES
 
-DATA = Path("/work/shared/data/faces-140k-sample/val")
+DATA = FACES / "val"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     paths = sorted((args.data / "real").glob("*.jpg"))[: args.images // 2]
     paths += sorted((args.data / "fake").glob("*.jpg"))[: args.images - len(paths)]
-    load_before = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    load_before = load_average()
     start = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     init_s = time.perf_counter() - start
@@ -74,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         "images": len(paths),
         "ray_init_s": round(init_s, 2),
         "load_before": load_before,
-        "load_after": " ".join(f"{v:.1f}" for v in os.getloadavg()),
+        "load_after": load_average(),
         "calls": calls,
     }
     write_json(args.out, report)

@@ -152,18 +152,37 @@ def read_video(
     """The video's facts and sampled frames. A stream that ends early keeps the frames decoded
     before the end, with the reason in ``problem``; with no frame at all it raises
     :class:`VideoLoadError`, as for every file that is no usable video."""
-    label = name or os.fsdecode(os.fspath(path))
     frames: list[VideoFrame] = []
-    with _capture(path, label) as capture:
-        info = _info(capture, label, limits)
+    with open_video(path, sampling, limits=limits, name=name) as (info, sampled):
         try:
-            numbers = sampling.frame_numbers(info.frame_count, info.fps)
-            frames.extend(_frames(capture, info, numbers, limits, label))
+            frames.extend(sampled)
         except VideoLoadError as exc:
             if not frames:
                 raise
             return VideoClip(info, frames, exc.reason)
     return VideoClip(info, frames)
+
+
+@contextmanager
+def open_video(
+    path: str | os.PathLike,
+    sampling: Sampling = Sampling(),
+    *,
+    limits: VideoLimits = VideoLimits(),
+    name: str | None = None,
+) -> Iterator[tuple[VideoInfo, Iterator[VideoFrame]]]:
+    """The video's facts and its sampled frames, decoded one at a time as they are taken, from
+    one opening of the file.
+
+    Raises :class:`VideoLoadError` (naming the file and the reason) for a file that is not a
+    video, is damaged, or exceeds ``limits``; the frames raise it too when the stream ends
+    before its last sample (once the frames before that end were given).
+    """
+    label = name or os.fsdecode(os.fspath(path))
+    with _capture(path, label) as capture:
+        info = _info(capture, label, limits)
+        numbers = sampling.frame_numbers(info.frame_count, info.fps)
+        yield info, _frames(capture, info, numbers, limits, label)
 
 
 def iter_frames(
@@ -173,18 +192,11 @@ def iter_frames(
     limits: VideoLimits = VideoLimits(),
     name: str | None = None,
 ) -> Iterator[VideoFrame]:
-    """The sampled frames of the video at ``path``, decoded one at a time.
-
-    Raises :class:`VideoLoadError` (naming the file and the reason) for a file that is not a
-    video, is damaged or cut short before its first sampled frame, or exceeds ``limits``. A
-    stream that ends early after some frames came out raises it too, once those frames were
-    given (a caller that keeps them keeps every good frame).
-    """
-    label = name or os.fsdecode(os.fspath(path))
-    with _capture(path, label) as capture:
-        info = _info(capture, label, limits)
-        numbers = sampling.frame_numbers(info.frame_count, info.fps)
-        yield from _frames(capture, info, numbers, limits, label)
+    """The sampled frames of the video at ``path``, decoded one at a time (see
+    :func:`open_video`: a caller that keeps the frames given before an error keeps every good
+    frame)."""
+    with open_video(path, sampling, limits=limits, name=name) as (_, frames):
+        yield from frames
 
 
 def read_frame(

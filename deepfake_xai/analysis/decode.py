@@ -34,7 +34,7 @@ from ..video import (
     VideoFrame,
     VideoLimits,
     is_video_path,
-    iter_frames,
+    open_video,
     probe_video,
 )
 from .store import NO_FACE, OK, UNREADABLE
@@ -133,9 +133,10 @@ class Decoder:
         seen: list[tuple[dict[str, Any], list[FaceBox] | str, list[tuple]]] = []
         problem = ""
         try:
-            info = probe_video(source, limits=self.limits, name=path)
-            for frame in iter_frames(source, self.sampling, limits=self.limits, name=path):
-                seen.append(self._look(frame, info.duration))
+            with open_video(source, self.sampling, limits=self.limits, name=path) as opened:
+                info, frames = opened
+                for frame in frames:
+                    seen.append(self._look(frame, info.duration))
         except ImageLoadError as exc:
             if not seen:
                 return [item(UNREADABLE, exc.reason)]

@@ -14,21 +14,9 @@ import pandas as pd
 from ..video_verdict import Rollup, roll_up, video_rollup
 from .store import NO_FACE, UNREADABLE
 
-TRACK_COLUMNS = (
-    "index",
-    "path",
-    "detector",
-    "track",
-    "start",
-    "end",
-    "frames",
-    "p_fake",
-    "p_mean",
-    "p_high",
-    "flagged",
-    "uncertain",
-    "verdict",
-)
+SCORES = ("frames", "p_fake", "p_mean", "p_high", "flagged", "uncertain", "verdict")
+"""The columns of a :class:`~deepfake_xai.video_verdict.Rollup`, in table order."""
+TRACK_COLUMNS = ("index", "path", "detector", "track", "start", "end", *SCORES)
 VIDEO_COLUMNS = (
     "index",
     "path",
@@ -38,13 +26,7 @@ VIDEO_COLUMNS = (
     "frames_sampled",
     "no_face_frames",
     "tracks",
-    "frames",
-    "p_fake",
-    "p_mean",
-    "p_high",
-    "flagged",
-    "uncertain",
-    "verdict",
+    *SCORES,
     "reliability",
     "error",
 )
@@ -106,27 +88,11 @@ def video_table(predictions: pd.DataFrame, tracks: pd.DataFrame) -> pd.DataFrame
 
 
 def _scores(rollup: Rollup) -> dict[str, object]:
-    return {
-        "frames": rollup.frames,
-        "p_fake": rollup.p_fake,
-        "p_mean": rollup.p_mean,
-        "p_high": rollup.p_high,
-        "flagged": rollup.flagged,
-        "uncertain": rollup.uncertain,
-        "verdict": rollup.verdict,
-    }
+    return {name: getattr(rollup, name) for name in SCORES}
 
 
 def _rollup(row: dict) -> Rollup:
-    return Rollup(
-        row["verdict"],
-        row["p_fake"],
-        row["p_mean"],
-        row["p_high"],
-        row["frames"],
-        row["flagged"],
-        row["uncertain"],
-    )
+    return Rollup(**{name: row[name] for name in SCORES})
 
 
 def _reliability(rollup: Rollup) -> str:

@@ -436,9 +436,9 @@ def _answer(slots: Sequence[Slot], request: _Request, work_dir: Path) -> list[An
     for slot in slots:
         values.extend(request.values.get(slot.detector.name, ["", None, "", "_Not selected._"]))
     archive = _download(request.record, request.pictures, work_dir)
-    faces, marked = request.faces, _marked(request.picture, request.faces)
-    note = _face_note(faces, request.find_first)
-    return [request.record, archive, "", marked if faces else None, note, *values]
+    faces = request.faces
+    marked = _marked(request.picture, faces) if faces else None
+    return [request.record, archive, "", marked, _face_note(faces, request.find_first), *values]
 
 
 def _read(

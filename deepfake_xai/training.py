@@ -49,6 +49,7 @@ from .data import (
 )
 from .degradations import Degradations
 from .detectors import Detector, PretrainedWeightsUnavailable, resolve_device
+from .distillation import Distillation
 from .evaluation import autocast, predict_logits
 from .face_index import FaceIndex
 from .metrics import classification_metrics
@@ -99,7 +100,10 @@ class TrainConfig:
     above all) makes the eval-mode model far worse than the train-mode one. ``reliability``
     (``"mahalanobis"``, ``"knn"`` or None) fits the statistics that flag unfamiliar inputs
     (:mod:`deepfake_xai.reliability`) into ``best.safetensors`` after training, from up to
-    ``reliability_images`` training images per class and the validation images.
+    ``reliability_images`` training images per class and the validation images. ``teacher``
+    (a checkpoint or shipped detector) distils a trained detector into this one
+    (:mod:`deepfake_xai.distillation`): ``distill`` is the weight of its soft P(fake),
+    ``distill_features`` that of matching its penultimate embedding.
     """
 
     epochs: int = 5
@@ -135,6 +139,9 @@ class TrainConfig:
     precise_bn_images: int = 512
     reliability: str | None = "mahalanobis"
     reliability_images: int = 1000
+    teacher: str | None = None
+    distill: float = 0.5
+    distill_features: float = 0.0
 
     def __post_init__(self) -> None:
         for name, allowed in (
@@ -406,6 +413,7 @@ class _Trainer:
         use_scaler = self.amp and cuda and not torch.cuda.is_bf16_supported()
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.loss_fn = torch.nn.BCEWithLogitsLoss()
+        self.distillation = self._distillation()
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {}
         self.stale_epochs = 0
@@ -450,6 +458,20 @@ class _Trainer:
     def _create(self, **kwargs: Any) -> Detector:
         _seed_everything(self.config.seed)
         return DETECTORS.create(self.name, device="cpu", **kwargs)
+
+    def _distillation(self) -> Distillation | None:
+        """The teacher's part of the loss, when the config names a teacher."""
+        config = self.config
+        if config.teacher is None:
+            return None
+        from .api import load_detector
+
+        teacher = load_detector(config.teacher, device=self.device)
+        distillation = Distillation(teacher, soft=config.distill, features=config.distill_features)
+        distillation.check_student(self.detector)
+        self.detector.metadata["distillation"] = distillation.describe()
+        self.log(f"{self.name}: distilling {teacher.name} ({teacher.fingerprint})")
+        return distillation
 
     def _prepare_model(self) -> None:
         self.detector.to(self.device)
@@ -576,8 +598,11 @@ class _Trainer:
         x = self._input(images)
         y = targets.to(self.device, non_blocking=True)
         with autocast(self.device, self.amp):
-            logits = self.detector(x)
-        loss = self.loss_fn(logits.float(), y)
+            logits, embedding = self.detector.head(self.detector.features(x))
+        if self.distillation is None:
+            loss = self.loss_fn(logits.float(), y)
+        else:
+            loss = self.distillation.loss(logits.float(), embedding, y, images)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)

@@ -1,5 +1,5 @@
-"""The detector that ships inside the package: small, documented, and it detects on faces it
-never saw (its own held-out test split of the shared sample)."""
+"""The detectors that ship inside the package: small, documented, and they detect on faces they
+never saw (their own held-out test split of the shared sample)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 
 import deepfake_xai as dx
-from deepfake_xai.detectors.shipped import shipped_checkpoint
+from deepfake_xai.detectors.shipped import shipped_checkpoint, shipped_checkpoints
 from deepfake_xai.reliability import TENSOR_PREFIX
 
 CARD_FIELDS = (
@@ -22,6 +22,7 @@ CARD_FIELDS = (
     "reproduce",
 )
 PER_CLASS = 10
+BUDGET = 25_000_000  # bytes, all shipped checkpoints together
 
 
 @pytest.fixture(scope="module")
@@ -29,31 +30,38 @@ def default():
     return dx.load_detector("default", device="cpu")
 
 
-def test_the_default_is_small_fp16_and_documented(default):
-    path = shipped_checkpoint()
-    assert path is not None and path.stat().st_size < 25 * 2**20  # the budget of all shipped
+def test_the_shipped_detectors_fit_the_budget_default_first():
+    paths = shipped_checkpoints()
+    assert paths and paths[0] == shipped_checkpoint()
+    assert sum(path.stat().st_size for path in paths) < BUDGET
+    assert dx.load_detector("default", device="cpu").name == "efficientnet_lite0"
+
+
+@pytest.mark.parametrize("path", shipped_checkpoints(), ids=lambda path: path.stem)
+def test_each_shipped_detector_is_fp16_and_documented(path):
     with safe_open(str(path), framework="pt") as weights:
         dtypes = {
             (name.startswith(TENSOR_PREFIX), weights.get_tensor(name).dtype)
             for name in weights.keys()  # noqa: SIM118 (no __iter__)
         }
-    # fp16 weights; the reliability statistics (inverse covariances) stay fp32
+    # fp16 weights and reliability statistics (the precision matrices as upper triangles)
     weights, statistics = ({d for stats, d in dtypes if stats == side} for side in (False, True))
     assert torch.float16 in weights and weights <= {torch.float16, torch.int64}
-    assert statistics == {torch.float32}
-    assert default.name == "efficientnet_lite0"
-    assert default.reliability is not None and default.reliability.threshold > 0
-    card = default.metadata["model_card"]
+    assert statistics == {torch.float16}
+    detector = dx.load_detector(path, device="cpu")
+    assert dx.load_detector(path.stem, device="cpu").fingerprint == detector.fingerprint
+    assert detector.reliability is not None and detector.reliability.threshold > 0
+    card = detector.metadata["model_card"]
     assert all(card.get(field) for field in CARD_FIELDS)
     assert "non-commercial" in card["licence"] and "StyleGAN" in card["limits"]
-    assert default.metadata["evaluation"]["families"]["test"]["n"] == len(
-        default.metadata["test_files"]
+    assert detector.metadata["evaluation"]["families"]["test"]["n"] == len(
+        detector.metadata["test_files"]
     )
-    training = default.metadata["training"]
+    training = detector.metadata["training"]
     assert len(training["fingerprint"]) == 64 and training["seed"] == 0
     assert training["split_file"] is None  # no path of the training machine ships
-    assert default.metadata["test_metrics"]["accuracy"] >= 0.9
-    assert len(default.metadata["test_files"]) == default.metadata["test_metrics"]["n"]
+    assert detector.metadata["test_metrics"]["accuracy"] >= 0.9
+    assert len(detector.metadata["test_files"]) == detector.metadata["test_metrics"]["n"]
 
 
 def test_the_default_separates_its_held_out_faces(default, faces_sample):

@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 import time
 from pathlib import Path
 
@@ -243,3 +244,38 @@ def test_self_blend_needs_faces_and_shares_are_checked():
         TrainConfig(autoencoder=-1)
     with pytest.raises(ValueError, match="degrade"):
         TrainConfig(degrade=2)
+
+
+def test_distillation_records_its_teacher_and_trains(run, dataset, tmp_path):
+    teacher_checkpoint = run[1].checkpoint
+    teacher = Detector.load(teacher_checkpoint, device="cpu")
+    config = tiny_config(teacher=str(teacher_checkpoint), distill=0.7, distill_features=1.0)
+    messages = []
+    result = train(dataset, [DETECTOR], tmp_path, config, log=messages.append)[DETECTOR]
+    meta = Detector.load(result.checkpoint, device="cpu").metadata
+    assert meta["distillation"]["teacher_fingerprint"] == teacher.fingerprint
+    assert meta["distillation"]["soft"] == 0.7 and meta["distillation"]["features"] == 1.0
+    assert meta["training"]["teacher"] == str(teacher_checkpoint)
+    assert any("distilling" in m and teacher.fingerprint in m for m in messages)
+    assert math.isfinite(result.history[0]["train_loss"])
+
+
+def test_distillation_pulls_the_student_to_the_teachers_answer(run):
+    from models import QuadrantDetector
+
+    from deepfake_xai.distillation import Distillation
+
+    teacher = Detector.load(run[1].checkpoint, device="cpu")
+    distillation = Distillation(teacher, soft=1.0, features=1.0)
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    target_logit, target_embedding = distillation.targets(images)
+    logit = target_logit.clone().requires_grad_(True)
+    loss = distillation.loss(logit, target_embedding, torch.zeros(4), images)
+    loss.backward()
+    assert logit.grad.abs().max() < 1e-6  # soft targets only: the teacher's logit is the minimum
+    far = distillation.loss(target_logit + 3, -target_embedding, torch.zeros(4), images)
+    assert far > loss + 1.0
+    with pytest.raises(ValueError, match="equal widths.*1280"):
+        Distillation(QuadrantDetector(), features=1.0).check_student(teacher)
+    with pytest.raises(ValueError, match="soft is a weight"):
+        Distillation(teacher, soft=1.5)

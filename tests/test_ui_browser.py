@@ -1,6 +1,7 @@
 """The app in a real browser (headless Chromium driven by Playwright): what a person must see.
 
-One server for the module, serving the shipped detector; screenshots of every tab and of each
+One server for the module, serving the shipped detector, and one serving three stand-ins as
+shipped detectors for the comparison switch; screenshots of every tab and of each
 outcome at 1400 x 900 and 400 px wide are saved to ``$DEEPFAKE_XAI_SCREENSHOTS`` (default
 ``runs/screenshots``) so CI can keep them.
 """
@@ -66,9 +67,8 @@ def detector():
     return dx.load_detector("default", device="cpu")
 
 
-@pytest.fixture(scope="module")
-def app_url(detector):
-    demo = build_demo(detectors=[detector])
+def served(demo):
+    """Serve ``demo`` on a free local port; yields its URL, closes it afterwards."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -78,6 +78,11 @@ def app_url(detector):
         yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(detector):
+    yield from served(build_demo(detectors=[detector]))
 
 
 @pytest.fixture(scope="module")
@@ -347,6 +352,65 @@ def test_about_tab_has_a_model_card_per_detector(browser, app_url, detector):
         shot(page, "about-1400")
         page.set_viewport_size(NARROW)
         shot(page, "about-400")
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def compare_url(tmp_path_factory):
+    """The app serving three tiny stand-ins as its shipped detectors (the default first), each
+    with a ``comparison`` block, as it will serve the real ones."""
+    from test_ui_compare import shipped_stand_ins
+
+    with shipped_stand_ins(tmp_path_factory.mktemp("shipped")):
+        demo = build_demo(examples=[], device="cpu")
+    yield from served(demo)
+
+
+def test_the_switch_compares_the_shipped_detectors_side_by_side(
+    browser, compare_url, faces_sample_module
+):
+    """One detector at first; the switch shows all three, each with its own outcome and
+    heatmap on the same face; the About tab has their table above the cards."""
+    photo = sorted((faces_sample_module / "val" / "real").glob("*.jpg"))[0]
+    page = open_page(browser, compare_url, WIDE)
+    try:
+        slots = page.locator(".detector-slot:visible")
+        switch = page.locator("#compare-detectors")
+        slots.first.wait_for(timeout=TIMEOUT_MS)
+        assert slots.count() == 1 and not switch.locator("input").is_checked()
+        assert "Compare side by side with EfficientNet-B0 and MobileNetV2" in switch.inner_text()
+        switch.locator("input").check()
+        page.locator(".detector-slot:visible").nth(2).wait_for(timeout=TIMEOUT_MS)
+        page.get_by_text("Explanation settings").click()
+        ticked = page.locator("#inspect-detectors input:checked")
+        ticked.nth(2).wait_for(timeout=TIMEOUT_MS)  # every detector chosen, by the switch
+        assert ticked.count() == 3
+        analyse(page, photo)
+        outcomes = page.locator(".detector-slot .outcome")
+        outcomes.nth(2).wait_for(timeout=TIMEOUT_MS)
+        titles = [slot.locator("h3").inner_text() for slot in slots.all()]
+        assert titles == ["EfficientNet-Lite0", "EfficientNet-B0", "MobileNetV2"]
+        for slot in slots.all():
+            assert slot.locator(".outcome").count() == 1 and slot.locator(".overlay img").count()
+        shot(page, "inspect-compare-1400")
+        switch.locator("input").uncheck()
+        page.wait_for_function(
+            "document.querySelectorAll('.detector-slot').length === 1 || "
+            "[...document.querySelectorAll('.detector-slot')]"
+            ".filter(e => e.offsetParent !== null).length === 1",
+            timeout=TIMEOUT_MS,
+        )
+        page.get_by_role("tab", name="About the detectors").click()
+        table = page.locator("#about-comparison")
+        table.get_by_text("Side by side").wait_for(timeout=TIMEOUT_MS)
+        assert table.locator("table").count() == 3
+        assert "EfficientNet-B0, reported by the study" in table.inner_text()
+        shot(page, "about-compare-1400")
+        page.set_viewport_size(NARROW)
+        page.wait_for_timeout(500)
+        assert page.evaluate("document.documentElement.scrollWidth") <= NARROW["width"]
+        shot(page, "about-compare-400")
     finally:
         page.close()
 

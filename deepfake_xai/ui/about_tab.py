@@ -5,7 +5,7 @@ Everything said about a detector comes from the detector object and its checkpoi
 ``intended_use``, ``limits``, ``limits_short``, ``metrics_text``, ``reliability_text``), the
 held-out ``metrics``, the ``robustness`` summary written by ``evaluate``, the ``training`` record,
 its fitted reliability statistics and its fingerprint; never from text kept here about a
-particular model.
+particular model. Above the cards, the ``comparison`` blocks of the detectors side by side.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 import gradio as gr
 
 from ..detectors import Detector
+from .comparison_table import comparison_tables
 from .text import display_name, plain
 
 THRESHOLD_TEXT = (
@@ -48,7 +49,12 @@ ROBUSTNESS_NAMES = {
 
 
 def build_about_tab(detectors: Sequence[Detector], uploads_note: str) -> None:
-    """One model card per detector, then how to read the app and what happens to uploads."""
+    """The detectors side by side (when at least two carry a ``comparison`` block, see
+    :mod:`.comparison_table`), one model card per detector, then how to read the app and what
+    happens to uploads."""
+    side_by_side = comparison_tables(detectors)
+    if side_by_side:
+        gr.Markdown(side_by_side, elem_id="about-comparison")
     with gr.Row():
         for detector in detectors:
             with gr.Column(min_width=300, elem_classes=["model-card"]):

@@ -88,11 +88,16 @@ def build_batch_tab(
     *,
     limits: UploadLimits | None = None,
     check_group: str = "upload-checks",
+    compare_by_default: bool = False,
 ) -> None:
     """Lay out the tab inside the current ``gr.Blocks`` and wire ``/analyze_batch``; dropped
-    files are checked in the queue's ``check_group`` within ``limits``."""
+    files are checked in the queue's ``check_group`` within ``limits``. The first detector
+    alone is chosen at first (every one with ``compare_by_default``), so that loading more
+    detectors does not multiply a batch's time unasked; only the chosen detectors' feature
+    maps show."""
     limits = limits or UploadLimits()
     names = [d.name for d in detectors]
+    first_chosen = names if compare_by_default else names[:1]
     choices = [(PROJECTION_NAMES.get(p, p), p) for p in projections] + [("none", "none")]
     with gr.Row():
         with gr.Column(scale=2, min_width=300):
@@ -112,9 +117,13 @@ def build_batch_tab(
             )
             detectors_in = gr.CheckboxGroup(
                 [(display_name(d.name, d.architecture), d.name) for d in detectors],
-                value=names,
+                value=first_chosen,
                 label="Detectors",
-                info="Which loaded detectors to run.",
+                info="Which loaded detectors to run; tick several to compare them side by side "
+                "(each one adds its own time)."
+                if len(names) > 1
+                else "Which loaded detectors to run.",
+                elem_id="batch-detectors",
             )
             projection_in = gr.Dropdown(
                 choices,
@@ -145,21 +154,23 @@ def build_batch_tab(
                 height=300,
                 elem_id="batch-gallery",
             )
-            scatters = {}
+            scatters, maps = {}, []
             for d in detectors:
-                gr.HTML(map_legend(), elem_classes=["map-legend"])
-                scatters[d.name] = gr.ScatterPlot(
-                    x="x",
-                    y="y",
-                    color=COLOUR,
-                    color_map=COLOURS,
-                    colors_in_legend=[],  # Vega's legend is clipped to its title: ours is above
-                    tooltip=["file", P_FAKE, COLOUR],
-                    label=f"{display_name(d.name, d.architecture)}: map of its features "
-                    "(drag across points to open them)",
-                    height=360,
-                    elem_classes=["projection"],
-                )
+                with gr.Column(visible=d.name in first_chosen) as box:
+                    maps.append(box)
+                    gr.HTML(map_legend(), elem_classes=["map-legend"])
+                    scatters[d.name] = gr.ScatterPlot(
+                        x="x",
+                        y="y",
+                        color=COLOUR,
+                        color_map=COLOURS,
+                        colors_in_legend=[],  # Vega's legend is clipped to its title: ours is above
+                        tooltip=["file", P_FAKE, COLOUR],
+                        label=f"{display_name(d.name, d.architecture)}: map of its features "
+                        "(drag across points to open them)",
+                        height=360,
+                        elem_classes=["projection"],
+                    )
             opened = gr.Gallery(
                 label="Opened from the map: each image and its heatmap",
                 columns=4,
@@ -206,6 +217,10 @@ def build_batch_tab(
     )
     for name, scatter in scatters.items():
         scatter.select(_opener(name), [latest], opened, api_visibility="private")
+    detectors_in.change(
+        lambda picked: [gr.Column(visible=n in (picked or [])) for n in names], detectors_in,
+        maps, queue=False, preprocess=False, show_progress="hidden", api_visibility="private",
+    )  # fmt: skip
 
 
 def _opener(detector: str):

@@ -28,7 +28,7 @@ from ..detectors import Detector
 from . import legend, outcome
 from .about_tab import build_about_tab
 from .batch_tab import KEEP_RUNS, KEEP_SECONDS, build_batch_tab
-from .demo_models import DemoConfig, resolve_models
+from .demo_models import CHECKPOINTS_ENV, DemoConfig, resolve_models
 from .example_files import captioned, example_folder, folder_examples
 from .inspect_tab import ABOUT_TAB, INSPECT_BATCH, KEEP_DOWNLOADS, build_inspect_tab
 from .uploads import MAX_TOTAL_BYTES, UploadLimits
@@ -80,6 +80,11 @@ CSS = (
 .swatch { width: 12px; height: 12px; border-radius: 50%; display: inline-block; }
 #batch-summary table { display: block; overflow-x: auto; }
 #batch-summary th, #batch-summary td { white-space: nowrap; }
+/* The About tab's side-by-side tables scroll sideways rather than break numbers ("0.9 53"). */
+#about-comparison table { display: block; overflow-x: auto; width: max-content; max-width: 100%; }
+#about-comparison th, #about-comparison td { white-space: nowrap; }
+#about-comparison td:first-child { white-space: normal; word-break: normal; overflow-wrap: normal;
+  min-width: 8em; }
 /* The feature map takes the height its (wrapping) label leaves, instead of pushing its x axis
    out of the box. */
 .projection.block { display: flex; flex-direction: column; }
@@ -146,10 +151,15 @@ def build_demo(
     the packaged ones). ``limits`` bounds what one request and one session may unpack and what
     checking a dropped file may cost (default :class:`~deepfake_xai.ui.uploads.UploadLimits`).
     Up to ``inspect_batch`` Inspect requests waiting in the queue are answered as one batch.
+
+    The Inspect and Batch tabs run the first detector alone unless asked to compare: a visitor
+    gets one verdict at one detector's speed. Detectors the caller names (``detectors``,
+    ``checkpoints`` or the variable) are the comparison asked for: all of them run.
     """
     models = resolve_models(
         detectors, checkpoints, device=device, config=demo_config, synthetic=synthetic
     )
+    named = bool(detectors or checkpoints or os.environ.get(CHECKPOINTS_ENV, "").strip(" ,"))
     if isinstance(examples, (str, os.PathLike)):
         shown = folder_examples(examples)
     elif examples is not None:
@@ -171,11 +181,12 @@ def build_demo(
                 build_inspect_tab(
                     models.detectors, explainers, shown, faces, work_dir, MODEL_GROUP, tabs,
                     limits=limits, check_group=CHECK_GROUP, max_batch=inspect_batch,
+                    compare_by_default=named,
                 )  # fmt: skip
             with gr.Tab("Analyse a batch", id="batch"):
                 build_batch_tab(
                     models.detectors, projections, faces, work_dir, MODEL_GROUP,
-                    limits=limits, check_group=CHECK_GROUP,
+                    limits=limits, check_group=CHECK_GROUP, compare_by_default=named,
                 )  # fmt: skip
             with gr.Tab("Analyse a video", id="video"):
                 build_video_tab(

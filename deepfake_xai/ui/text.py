@@ -130,6 +130,11 @@ def plain(text: object) -> str:
     return html.escape(str(text)).replace("*", r"\*").replace("_", r"\_").replace("`", "'")
 
 
+def cell(text: object) -> str:
+    """:func:`plain` text that also stays inside one cell of a Markdown table."""
+    return " ".join(plain(text).replace("|", r"\|").split())
+
+
 def method_name(method: str, layer: str | None = None) -> str:
     """``"Grad-CAM, last layer: coarse, where the decision is made"``; unknown ids as they are."""
     name = METHOD_NAMES.get(method, method)

@@ -1,0 +1,46 @@
+"""Cut a MobileNetV2 out of the shipped EfficientNet-Lite0 (issue 21) and save it as the start
+of a training run; report how often the untrained cut is right on validation faces.
+
+    python benchmarks/transplant_mobilenetv2.py --out runs/mnv2-start.safetensors
+    python benchmarks/train_recipe.py --name mnv2-final --detector mobilenetv2_100 \\
+        --init runs/mnv2-start.safetensors --teacher default ...
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from sources import shared_samples
+
+from deepfake_xai.api import load_detector
+from deepfake_xai.detectors.pruned_transplant import mobilenetv2_from_lite0
+from deepfake_xai.runtime import configure_threads
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--donor", default="default")
+    parser.add_argument("--out", type=Path, default=Path("runs/mnv2-start.safetensors"))
+    parser.add_argument("--check", type=int, default=100, help="validation faces per class")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    configure_threads(args.threads)
+    donor = load_detector(args.donor, device="cpu")
+    student = mobilenetv2_from_lite0(donor)
+    student.save(args.out)
+    val = [s for s in shared_samples() if s.split == "val"]
+    picked = [
+        s for label in ("real", "fake") for s in [v for v in val if v.label == label][: args.check]
+    ]
+    truth = np.array([s.label == "fake" for s in picked])
+    for name, detector in (("donor", donor), ("cut", student)):
+        p_fake = detector.predict_proba([s.path for s in picked])
+        accuracy = float(((p_fake >= 0.5) == truth).mean())
+        print(f"{name}: accuracy {accuracy:.3f} on {len(picked)} validation images (whole images)")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

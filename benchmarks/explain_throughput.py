@@ -45,6 +45,7 @@ SIDES: dict[str, str] = {
     "plain_channels_last": "plain inference_mode forward (logit only), channels_last",
     "engine_final": "Engine: P(fake) + embedding + final-layer Grad-CAM (uint8 in, numpy out)",
     "engine_final_contiguous": "the same Engine with channels_last=False",
+    "engine_final_onnx": "the same Engine on its ONNX Runtime path (session made before timing)",
     "engine_mid": "Engine: P(fake) + embedding + mid-layer Grad-CAM",
     "pytorch_grad_cam": "pytorch_grad_cam.GradCAM, final layer, batched (its own upsampling)",
     "captum": "Captum LayerGradCam, final layer, relu_attributions=True",
@@ -71,7 +72,16 @@ def build_step(side: str, detector, batch, device) -> Callable[[], object]:
 
         layer = "mid" if side == "engine_mid" else "final"
         channels_last = False if side == "engine_final_contiguous" else None
-        engine = Engine([detector], layers=(layer,), device=device, channels_last=channels_last)
+        onnx = side == "engine_final_onnx"
+        engine = Engine(
+            [detector], layers=(layer,), device=device, channels_last=channels_last, onnx=onnx
+        )
+        if onnx:  # the export happens here, outside the timing and the memory measurement
+            from deepfake_xai.onnx_engine import onnx_features
+
+            onnx_features(
+                detector, detector.reliability.module_layers if detector.reliability else []
+            )
         return lambda: engine.run(batch)
     wrapper = LogitModule(detector)
     layer = detector.module("final")

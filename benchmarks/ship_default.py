@@ -176,7 +176,8 @@ def model_card(detector: Detector, evaluation: dict, training_run: dict, run: Pa
         "licence": f"{LICENCE} {initialisation}",
         "reproduce": (
             f"{reproduce_training(training_run)}, then {evaluation['command']}, then python "
-            f"benchmarks/ship_default.py {run} (docs/results.md has every figure)"
+            f"benchmarks/ship_default.py {run}{_detector_option(detector.name)} "
+            "(docs/results.md has every figure)"
         ),
     }
 
@@ -191,6 +192,10 @@ def reproduce_training(training_run: dict) -> str:
         return commands
     made = read_metadata(start).get("model_card", {}).get("reproduce", "not recorded")
     return f"stage 1 ({start}, made by: {made}); stage 2: {commands}"
+
+
+def _detector_option(name: str) -> str:
+    return "" if name == DETECTOR else f" --detector {name}"
 
 
 def _count(counts: dict, split: str) -> str:

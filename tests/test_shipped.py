@@ -60,7 +60,9 @@ def test_each_shipped_detector_is_fp16_and_documented(path):
     training = detector.metadata["training"]
     assert len(training["fingerprint"]) == 64 and training["seed"] == 0
     assert training["split_file"] is None  # no path of the training machine ships
-    assert detector.metadata["test_metrics"]["accuracy"] >= 0.9
+    # the default is held to 0.9; the study's networks ship for the comparison, at what they reach
+    floor = 0.9 if path == shipped_checkpoint() else 0.85
+    assert detector.metadata["test_metrics"]["accuracy"] >= floor
     assert len(detector.metadata["test_files"]) == detector.metadata["test_metrics"]["n"]
 
 

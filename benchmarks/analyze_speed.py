@@ -4,10 +4,11 @@ Each side runs in a fresh process: ``dx.analyze`` of the same shared faces (the 
 detector, final-layer Grad-CAM, no projection, no report, start-up included), then, in the same
 process, ``Engine.run`` alone on the same faces decoded beforehand (the issue's ceiling).
 
-- ``before``: glibc's default allocator (``DEEPFAKE_XAI_MALLOC=0``) and the full face search
-  for every image (``find_faces(..., aligned_first=False)``);
-- ``after``: the package's defaults (allocator setting, quick search for aligned crops; the
-  compiled path does not start below ``COMPILE_MIN_IMAGES`` images).
+- ``before``: glibc's default allocator (``DEEPFAKE_XAI_MALLOC=0``), the eager engine
+  (``DEEPFAKE_XAI_ONNX=0``) and the full face search for every image
+  (``find_faces(..., aligned_first=False)``);
+- ``after``: the package's defaults (allocator setting, ONNX Runtime, quick search for aligned
+  crops).
 
     python benchmarks/analyze_speed.py --rounds 3
 """
@@ -89,8 +90,10 @@ def run(config: dict) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(config["threads"]))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE.parent), env.get("PYTHONPATH")) if p)
     env.pop("DEEPFAKE_XAI_MALLOC", None)
+    env.pop("DEEPFAKE_XAI_ONNX", None)
     if config["side"] == "before":
         env["DEEPFAKE_XAI_MALLOC"] = "0"
+        env["DEEPFAKE_XAI_ONNX"] = "0"
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(config)]
     proc = subprocess.run(command, env=env, capture_output=True, text=True)
     if proc.returncode != 0:

@@ -10,7 +10,8 @@ of the final-layer CAM touches only the pooling and the classifier), so the outp
 the same code as the eager path's.
 
 On 2 shared CPU cores (1 thread) ``dx.explain`` of 32 faces with the shipped detector ran 1.57x
-plain eager inference (0.94x eagerly) and the engine 1.18x its ``torch.compile`` path
+plain eager inference (0.94x eagerly; 1.28x at 2 threads on idle cores, where plain inference
+gains more from the second thread) and the engine 1.18x its ``torch.compile`` path
 (``benchmarks/README.md``, "Engine speed: the ONNX Runtime path"). ``$DEEPFAKE_XAI_ONNX``
 ``0`` turns it off, ``1`` uses it for any detector (:func:`onnx_wanted` has the default choice).
 """

@@ -290,11 +290,7 @@ def update_readme(report: dict, path: Path, section: str) -> None:
         [
             f"Command: `{report['command']}`",
             "",
-            f"Machine: {report['machine']}; torch {report['torch']}; {report['threads']} "
-            f"threads; detector `{report['detector']}`, {report['batch_size']} decoded shared "
-            f"faces (256 px) per batch; {report['rounds']} interleaved rounds; load average "
-            f"{report['load_before']} before, {report['load_after']} after (the cores were "
-            f"shared with other jobs). Measured {report['date']}.",
+            _machine_line(report, f"(256 px) per batch; {report['rounds']} interleaved rounds"),
             "",
             *table,
             "",
@@ -370,6 +366,16 @@ def main(argv: list[str] | None = None) -> int:
     update_readme(report, args.readme, args.section or "engine_speed")
     print("\n".join(report["ratios"]))
     return 0
+
+
+def _machine_line(report: dict, run: str) -> str:
+    """The README's "Machine:" sentence; ``run`` says how the faces were fed and timed."""
+    return (
+        f"Machine: {report['machine']}; torch {report['torch']}; {report['threads']} "
+        f"threads; detector `{report['detector']}`, {report['batch_size']} decoded shared "
+        f"faces {run}; load average {report['load_before']} before, {report['load_after']} "
+        f"after (the cores were shared with other jobs). Measured {report['date']}."
+    )
 
 
 def _record(args: argparse.Namespace, argv: list[str] | None, load_before: str) -> dict:
@@ -453,12 +459,11 @@ def update_explain_readme(report: dict, path: Path, section: str) -> None:
         [
             f"Command: `{report['command']}`",
             "",
-            f"Machine: {report['machine']}; torch {report['torch']}; {report['threads']} "
-            f"threads; detector `{report['detector']}`, {report['batch_size']} decoded shared "
-            f"faces (256 px, PIL images) per call; {report['rounds']} rounds of three fresh "
-            f"processes, {report['pairs']} alternating call pairs each; load average "
-            f"{report['load_before']} before, {report['load_after']} after (the cores were "
-            f"shared with other jobs). Measured {report['date']}.",
+            _machine_line(
+                report,
+                f"(256 px, PIL images) per call; {report['rounds']} rounds of three fresh "
+                f"processes, {report['pairs']} alternating call pairs each",
+            ),
             "",
             *table,
         ],

@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     samples = shared_samples()
     faces = FaceIndex.build([s.path for s in samples], FACES_CACHE, workers=2, log=lambda _: None)
-    families = [f for f in _families(samples, SimpleNamespace(autoencoder_dir=None))]
-    families = [f for f in families if f.name in FAMILIES + ALARMS]
+    every = _families(samples, SimpleNamespace(autoencoder_dir=None))
+    families = [f for f in every if f.name in FAMILIES + ALARMS]
     scores = {}
     for name in args.detectors:
         detector = load_detector(name, device="cpu")

@@ -13,12 +13,12 @@ import copy
 from pathlib import Path
 
 import numpy as np
-import torch
 from sources import shared_samples
 
 from deepfake_xai.api import load_detector
 from deepfake_xai.detectors.pruned_transplant import mobilenetv2_from_lite0
 from deepfake_xai.runtime import configure_threads
+from deepfake_xai.training import reestimate_batchnorm
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,14 +32,17 @@ def main(argv: list[str] | None = None) -> None:
     donor = load_detector(args.donor, device="cpu")
     student = mobilenetv2_from_lite0(donor)
     student.save(args.out)
-    val = [s for s in shared_samples() if s.split == "val"]
+    samples = shared_samples()
     picked = [
-        s for label in ("real", "fake") for s in [v for v in val if v.label == label][: args.check]
+        s
+        for label in ("real", "fake")
+        for s in [s for s in samples if s.split == "val" and s.label == label][: args.check]
     ]
     truth = np.array([s.label == "fake" for s in picked])
-    train = [s.path for s in shared_samples() if s.split == "train"][::97][: args.check]
+    train = [s.path for s in samples if s.split == "train"][::97][: args.check]
     recalibrated = copy.deepcopy(student)
-    reestimate_batchnorm(recalibrated, train)
+    reestimate_batchnorm(recalibrated, [recalibrated.normalize(recalibrated.prepare(train))])
+    recalibrated.model.eval()
     for name, detector in (
         ("donor", donor),
         ("cut", student),
@@ -49,19 +52,6 @@ def main(argv: list[str] | None = None) -> None:
         accuracy = float(((p_fake >= 0.5) == truth).mean())
         print(f"{name}: accuracy {accuracy:.3f} on {len(picked)} validation images (whole images)")
     print(f"wrote {args.out}")
-
-
-def reestimate_batchnorm(detector, paths) -> None:
-    """BatchNorm statistics of ``detector`` from one pass over ``paths`` (what the first epoch
-    of training does anyway): the pruned channels changed the activations' scales."""
-    norms = [m for m in detector.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None
-    detector.model.train()
-    with torch.no_grad():
-        detector(detector.normalize(detector.prepare(paths)))
-    detector.model.eval()
 
 
 if __name__ == "__main__":

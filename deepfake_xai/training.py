@@ -11,6 +11,7 @@ augmentations run on uint8 tensors in the Dataset, normalisation on the device.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import os
@@ -18,7 +19,7 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -611,23 +612,11 @@ class _Trainer:
 
     def _recalibrate_batchnorm(self, loader: SafeLoader, epoch: int) -> None:
         """Re-estimate BatchNorm running statistics with this epoch's final weights."""
-        norms = [m for m in self.detector.model.modules() if isinstance(m, _BATCHNORMS)]
-        if not norms:
-            return
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # a plain average over the batches below
         loader.set_epoch(epoch)
-        self.detector.model.train()
         limit = math.ceil(self.config.precise_bn_images / self.config.batch_size)
-        with torch.no_grad(), autocast(self.device, self.amp):
-            for step, (images, _, _) in enumerate(loader):
-                if step >= limit:
-                    break
-                self.detector(self._input(images))
-        for m, momentum in zip(norms, momenta, strict=True):
-            m.momentum = momentum
+        inputs = (self._input(images) for images, _, _ in itertools.islice(loader, limit))
+        with autocast(self.device, self.amp):
+            reestimate_batchnorm(self.detector, inputs)
 
     def _fit_reliability(self, path: Path) -> None:
         """Fit the reliability statistics of the checkpoint at ``path`` and store them in it."""
@@ -734,6 +723,25 @@ class _Trainer:
 
 
 # -- optimizer state sidecar -----------------------------------------------------------------
+def reestimate_batchnorm(detector: Detector, inputs: Iterable[torch.Tensor]) -> None:
+    """Replace the BatchNorm running statistics of ``detector`` by their plain average over the
+    normalised ``inputs`` (train-mode forward passes, no gradients); the model is left in train
+    mode. Running averages lag behind fast-changing or freshly cut weights."""
+    norms = [m for m in detector.model.modules() if isinstance(m, _BATCHNORMS)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the batches below
+    detector.model.train()
+    with torch.no_grad():
+        for x in inputs:
+            detector(x)
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+
+
 def state_path(checkpoint: str | os.PathLike) -> Path:
     """``last.safetensors`` -> ``last.state.safetensors``."""
     path = Path(checkpoint)

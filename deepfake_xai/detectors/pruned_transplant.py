@@ -47,12 +47,10 @@ def mobilenetv2_from_lite0(donor: Detector, *, device: str = "cpu") -> Detector:
             kept_in = _transplant_stage(donor_stage, stage, kept_in)
     target.mean, target.std = INPUT_NORMALIZATION["mean"], INPUT_NORMALIZATION["std"]
     target.harmonization = donor.harmonization
+    donor_name = " ".join(filter(None, (donor.name, donor.fingerprint)))
     target.metadata.update(
         pretrained=True,
-        init=(
-            f"pruned out of {donor.name} {donor.fingerprint or ''} "
-            "(deepfake_xai.detectors.pruned_transplant)"
-        ).replace("  ", " "),
+        init=f"pruned out of {donor_name} (deepfake_xai.detectors.pruned_transplant)",
     )
     return target.to(device)
 

@@ -9,9 +9,9 @@ pays only the session creation (about 0.05 s). The head and the CAM stay in torc
 of the final-layer CAM touches only the pooling and the classifier), so the outputs come from
 the same code as the eager path's.
 
-On 2 shared CPU cores (1 thread) ``dx.explain`` of 32 faces with the shipped detector ran 1.57x
-plain eager inference (0.94x eagerly; 1.28x at 2 threads on idle cores, where plain inference
-gains more from the second thread) and the engine 1.18x its ``torch.compile`` path
+On 2 idle CPU cores (2 threads) ``dx.explain`` of 32 faces with the shipped detector ran 1.55x
+plain eager inference (0.93x eagerly; 1.28x when one 2-thread session ran the chunks one after
+another), on 1 shared core 1.57x, and the engine 1.18x its ``torch.compile`` path
 (``benchmarks/README.md``, "Engine speed: the ONNX Runtime path"). ``$DEEPFAKE_XAI_ONNX``
 ``0`` turns it off, ``1`` uses it for any detector (:func:`onnx_wanted` has the default choice).
 """
@@ -19,6 +19,7 @@ gains more from the second thread) and the engine 1.18x its ``torch.compile`` pa
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import inspect
 import logging
@@ -28,6 +29,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +45,11 @@ log = logging.getLogger(__name__)
 ONNX_ENV = "DEEPFAKE_XAI_ONNX"
 OPSET = 17
 EXPORT_BATCH = 2
-CHUNK_PER_THREAD = 4
-"""Images per session run and intra-op thread: a batch runs in chunks that stay in the CPU's
-cache (1 thread, shipped detector, 256 px: chunks of 1-4 images ran 1.82-1.93x plain
-inference, the whole batch of 32 at once 1.26x)."""
+CHUNK = 4
+"""Images per session run: a batch runs in chunks that stay in the CPU's cache, one chunk per
+thread at a time on a single-threaded session (shipped detector, 256 px, batch 32, idle cores:
+1 thread, chunks of 1-4 images ran 1.82-1.93x plain inference, the whole batch at once 1.26x;
+2 threads, chunks of 4 side by side 144 images/s, one 2-thread session on chunks of 8 118)."""
 KEEP_FILES = 12
 """Exports kept in the cache (about 9-16 MB each for the shipped architectures)."""
 TOLERANCE = 1e-4
@@ -91,7 +94,7 @@ class OnnxFeatures:
     def __init__(self, detector: Detector, observed: Sequence[str], threads: int, path: Path):
         self.observed = tuple(observed)
         self.path = path
-        self.chunk = CHUNK_PER_THREAD * threads
+        self.threads = threads
         self.exported = False
         self.export_seconds = 0.0
         if path.is_file():
@@ -103,7 +106,8 @@ class OnnxFeatures:
             self.exported = True
             prune(path.parent)
         start = time.perf_counter()
-        self._session = _session(path, threads)
+        self._session = _session(path)
+        self._pool = ThreadPoolExecutor(threads, "onnx-chunk") if threads > 1 else None
         self.session_seconds = time.perf_counter() - start
 
     @property
@@ -113,12 +117,16 @@ class OnnxFeatures:
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``(final feature map, {observed path: its output})`` of normalised float batch ``x``,
-        run in chunks of :data:`CHUNK_PER_THREAD` images per thread."""
+        run in chunks of at most :data:`CHUNK` images, ``threads`` chunks side by side (the
+        session releases the GIL)."""
         images = x.detach().contiguous().numpy()
-        parts = [
-            self._session.run(None, {"x": images[start : start + self.chunk]})
-            for start in range(0, len(images), self.chunk)
-        ]
+        chunk = min(CHUNK, -(-len(images) // self.threads))
+        chunks = [images[start : start + chunk] for start in range(0, len(images), chunk)]
+        run = functools.partial(self._session.run, None)
+        if self._pool is None or len(chunks) == 1:
+            parts = [run({"x": c}) for c in chunks]
+        else:
+            parts = list(self._pool.map(lambda c: run({"x": c}), chunks))
         fmap, *taps = (
             torch.from_numpy(outs[0] if len(outs) == 1 else np.concatenate(outs))
             for outs in zip(*parts, strict=True)
@@ -184,7 +192,7 @@ def export(detector: Detector, observed: Sequence[str], path: Path) -> None:
                 **kwargs,
             )
             expected = module(sample)
-        got = _session(partial, 1).run(None, {"x": sample.numpy()})
+        got = _session(partial).run(None, {"x": sample.numpy()})
         for name, want, have in zip(names, (expected[0], *expected[1]), got, strict=True):
             scale = max(1.0, want.abs().max().item())
             error = (torch.from_numpy(have) - want).abs().max().item() / scale
@@ -213,12 +221,12 @@ def prune(directory: Path, keep: int = KEEP_FILES) -> None:
         log.debug("pruning %s: %s", directory, exc)
 
 
-def _session(path: Path, threads: int):
-    """An ONNX Runtime CPU session on ``path`` with ``threads`` intra-op threads."""
+def _session(path: Path):
+    """A single-threaded ONNX Runtime CPU session on ``path`` (callers run chunks side by side)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3

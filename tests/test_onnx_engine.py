@@ -67,6 +67,27 @@ def test_onnx_and_eager_give_the_same_outputs(detector, target):
     assert not made  # the engine ran on it
 
 
+def test_chunks_side_by_side_give_the_outputs_of_one_thread(detector):
+    """With several threads a batch runs as chunks side by side; uneven chunks come back whole
+    and in order."""
+    observed = detector.reliability.module_layers
+    x = detector.normalize(uint8_batch(11, seed=9))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, _ = onnx_engine.onnx_features(detector, observed)
+        torch.set_num_threads(3)
+        three, _ = onnx_engine.onnx_features(detector, observed)
+    finally:
+        torch.set_num_threads(threads)
+    assert (one.threads, three.threads) == (1, 3)
+    (fmap_a, taps_a), (fmap_b, taps_b) = one(x), three(x)
+    assert fmap_b.shape[0] == 11
+    torch.testing.assert_close(fmap_b, fmap_a, rtol=0, atol=1e-6)
+    for name in observed:
+        torch.testing.assert_close(taps_b[name], taps_a[name], rtol=0, atol=1e-6)
+
+
 def test_a_second_process_reuses_the_cached_file(detector, cache_dir, monkeypatch):
     observed = detector.reliability.module_layers
     first, _ = onnx_engine.onnx_features(detector, observed)

@@ -169,3 +169,20 @@ def test_import_is_light():
     seconds, timm_loaded, gradio_loaded = out.split()
     assert float(seconds) < 0.5
     assert timm_loaded == "False" and gradio_loaded == "False"
+
+
+def test_analysis_imports_captum_only_when_a_captum_explainer_is_made():
+    """Captum (and the matplotlib it pulls in) cost every analyze call its import time; only
+    its three explainers need it."""
+    code = (
+        "import sys, deepfake_xai.analysis, deepfake_xai.explainers; "
+        "print('captum' in sys.modules); "
+        "from deepfake_xai.explainers.attribution import SaliencyExplainer; "
+        "from deepfake_xai.detectors.timm import TimmDetector; "
+        "SaliencyExplainer(TimmDetector(architecture='mobilenetv2_100', image_size=32)); "
+        "print('captum' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["False", "True"]

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from captum.attr import IntegratedGradients, NoiseTunnel, Occlusion, Saliency
 from torch import nn
 
 from ..registry import EXPLAINERS
@@ -193,6 +192,8 @@ class IntegratedGradientsExplainer(CaptumExplainer):
             raise ValueError(f"n_steps must be >= 1, got {n_steps}")
         self.n_steps = n_steps
         self.baseline = _check_baseline(baseline)
+        from captum.attr import IntegratedGradients  # Captum is imported when it is used
+
         self._ig = IntegratedGradients(self.forward_model)
 
     def _attribute_chunk(self, x: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -239,6 +240,8 @@ class SaliencyExplainer(CaptumExplainer):
         self.nt_samples = nt_samples
         self.noise_level = noise_level
         self.seed = seed
+        from captum.attr import NoiseTunnel, Saliency
+
         self._saliency = Saliency(self.forward_model)
         self._tunnel = NoiseTunnel(self._saliency)
 
@@ -291,6 +294,8 @@ class OcclusionExplainer(CaptumExplainer):
         self.window = window
         self.stride = stride
         self.baseline = _check_baseline(baseline)
+        from captum.attr import Occlusion
+
         self._occlusion = Occlusion(self.forward_model)
 
     def geometry(self, height: int, width: int) -> tuple[int, int]:

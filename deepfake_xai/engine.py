@@ -258,12 +258,12 @@ class Engine:
 
     def _fast_eligible(self, detector: Detector) -> bool:
         """Whether ``detector``'s pass may start from a precomputed final feature map: on CPU,
-        without autocast, with no gradients needed below the final layer."""
+        without autocast, with no gradients needed below the final layer (an input attribution
+        makes its own forward and backward passes, so its P(fake) and targets may)."""
         final = detector.resolve_layer("final")
         return (
             self.device.type == "cpu"
             and not self.amp
-            and detector.name not in self._explainers
             and all(
                 detector.resolve_layer(layer) == final
                 for layer in (self.layers if self.cam_method else ())

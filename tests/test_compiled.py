@@ -84,5 +84,5 @@ def test_the_compiled_path_is_chosen_only_where_it_pays(detector, compiled_engin
     assert not compiled.compile_pays(10**6)
     monkeypatch.setenv(compiled.COMPILE_ENV, "1")
     assert compiled.compile_pays(1)
-    mid = Engine([detector], device="cpu", compiled=True, method="saliency")
+    mid = Engine([detector], device="cpu", compiled=True, layers=("mid",))
     assert mid._compiled_pass(detector, detector.normalize(uint8_batch(1)), []) == (None, {})

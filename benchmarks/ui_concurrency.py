@@ -6,7 +6,15 @@ found first and Grad-CAM at the last layer, as a visitor's request runs. The sam
 against the app with ``inspect_batch=1`` (each request alone, as before) and with batching
 (requests waiting together go through the detector as one batch), alternating ABBA so that
 load from other jobs falls on both. Reports p50 / p95 latency and requests per second, and
-writes ``benchmarks/results/ui_concurrency.json`` and the README block.
+writes ``benchmarks/results/ui_concurrency.json`` and the README block (``--readme`` and
+``--results`` send them elsewhere, e.g. for a run on shared cores; ``--sides`` runs one app
+alone, to compare two versions of the code run after one another).
+
+``gradio_client`` builds a TLS context (loading the CA bundle) for every HTTP call it makes,
+even to a plain ``http://`` address: about 7 per request, most of the clients' CPU time, taken
+from the app's cores since the clients run in its process. ``--lean-clients`` skips that
+(``ssl_verify=False``: nothing is verified on plain http anyway); off by default, so that
+figures stay comparable with earlier runs.
 
     python benchmarks/ui_concurrency.py --clients 20 --requests 3
 """
@@ -32,6 +40,7 @@ from deepfake_xai.ui import build_demo, serve
 from deepfake_xai.ui.inspect_tab import INSPECT_BATCH
 
 RESULTS = README.parent / "results" / "ui_concurrency.json"
+SIDES = ("one by one", "batched")
 
 
 def launch(batch: int):
@@ -44,9 +53,14 @@ def launch(batch: int):
     return demo, f"http://127.0.0.1:{port}/"
 
 
-def load(url: str, faces: list[Path], clients: int, requests: int) -> dict[str, float]:
-    """Every client sends its faces one after another; latency of each request, seconds."""
-    connected = [gradio_client.Client(url, verbose=False) for _ in range(clients)]
+def load(
+    url: str, faces: list[Path], clients: int, requests: int, *, lean: bool = False
+) -> dict[str, float]:
+    """Every client sends its faces one after another; latency of each request, seconds.
+    ``lean`` clients build no TLS context per HTTP call (see the module's docstring)."""
+    connected = [
+        gradio_client.Client(url, verbose=False, ssl_verify=not lean) for _ in range(clients)
+    ]
 
     def user(number: int) -> list[float]:
         client, seconds = connected[number], []
@@ -78,14 +92,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=3)
     parser.add_argument("--batch", type=int, default=INSPECT_BATCH)
     parser.add_argument("--note", default="", help="said of the machine (e.g. shared with...)")
+    parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
+    parser.add_argument("--lean-clients", action="store_true", help="no TLS context per call")
+    parser.add_argument("--readme", type=Path, default=README, help="where the block goes")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
     args = parser.parse_args(argv)
     faces = sorted((FACES / "val" / "real").glob("*.jpg"))[:30]
     faces += sorted((FACES / "val" / "fake").glob("*.jpg"))[:30]
-    apps = {name: launch(batch) for name, batch in (("one by one", 1), ("batched", args.batch))}
+    batches = {"one by one": 1, "batched": args.batch}
+    apps = {name: launch(batches[name]) for name in SIDES if name in args.sides}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in apps}
+    order = [*apps, *reversed(apps)]  # ABBA, or AA for one side
     try:
-        for name in ("one by one", "batched", "batched", "one by one"):  # ABBA
-            runs[name].append(load(apps[name][1], faces, args.clients, args.requests))
+        for name in order:
+            url = apps[name][1]
+            runs[name].append(load(url, faces, args.clients, args.requests, lean=args.lean_clients))
     finally:
         for demo, _ in apps.values():
             demo.close()
@@ -101,23 +122,30 @@ def main(argv: list[str] | None = None) -> None:
         "clients": args.clients,
         "requests": args.requests,
         "batch": args.batch,
+        "lean_clients": args.lean_clients,
         "sides": sides,
     }
-    write_json(RESULTS, results)
-    update_readme_section(README, "ui_concurrency", readme_lines(results), heading=None)
+    write_json(args.results, results)
+    update_readme_section(args.readme, "ui_concurrency", readme_lines(results), heading=None)
     print("\n".join(readme_lines(results)))
 
 
 def readme_lines(results: dict) -> list[str]:
-    one, batched = results["sides"]["one by one"], results["sides"]["batched"]
+    sides = results["sides"]
+    clients = "lean clients (no TLS context per call)" if results.get("lean_clients") else ""
     lines = [
         "## The app under concurrent users",
         "",
         f"`benchmarks/ui_concurrency.py`: {results['clients']} `gradio_client` clients each "
         f"send {results['requests']} shared faces one after another, all at once, to `/inspect` "
         "(the shipped detector, faces found first, Grad-CAM at the last layer); the same load "
-        f"against the app answering requests one by one and batching up to {results['batch']} "
-        "waiting requests, alternated ABBA, two runs each.",
+        + (
+            f"against the app answering requests one by one and batching up to {results['batch']} "
+            "waiting requests, alternated ABBA, two runs each"
+            if len(sides) > 1
+            else f"twice against the app ({next(iter(sides))}, up to {results['batch']})"
+        )
+        + (f"; {clients}." if clients else "."),
         "",
         f"Command: `{results['command']}`",
         "",
@@ -127,11 +155,14 @@ def readme_lines(results: dict) -> list[str]:
         "| app | p50 s | p95 s | requests / s | answered |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name, side in results["sides"].items():
+    for name, side in sides.items():
         lines.append(
             f"| {name} | {side['p50']:.2f} | {side['p95']:.2f} | {side['requests_per_s']:.2f} "
             f"| {side['answered']:.0f} |"
         )
+    if len(sides) < 2:
+        return lines
+    one, batched = sides["one by one"], sides["batched"]
     lines += [
         "",
         f"Batching: p50 {batched['p50'] / one['p50']:.2f}x, p95 {batched['p95'] / one['p95']:.2f}x "

@@ -32,7 +32,7 @@ from deepfake_xai.ui.about_tab import limits_line, model_card
 from deepfake_xai.ui.batch_tab import COLOURS, FOUND, run_batch
 from deepfake_xai.ui.demo_models import resolve_models
 from deepfake_xai.ui.example_files import PACKAGED, folder_examples, label_from_name
-from deepfake_xai.ui.inspect_tab import DISPLAY_SIZE, FACES_HEIGHT, FACES_SIZE
+from deepfake_xai.ui.inspect_tab import DISPLAY_SIZE, FACES_HEIGHT, FACES_SIZE, _download
 from deepfake_xai.ui.legend import heatmap_key, no_region_key
 from deepfake_xai.ui.text import (
     FOREHEAD,
@@ -436,6 +436,25 @@ def test_inspect_one_image_with_both_detectors(client, detectors, synth, method,
         saved = json.loads(zf.read("result.json"))
     assert saved == record
     assert {f"{n}-overlay.png" for n in NAMES} | {f"{n}-heatmap.png" for n in NAMES} < names
+
+
+def test_download_pngs_are_lossless_and_fast_to_write(tmp_path):
+    """The download's PNGs (written at a fast zlib level) hold exactly the pictures drawn."""
+    rng = np.random.default_rng(0)
+    drawn = {
+        "a-overlay.png": Image.fromarray(rng.integers(0, 256, (448, 448, 3), dtype=np.uint8)),
+        "a-heatmap.png": Image.new("RGB", (448, 448), (30, 60, 200)),
+    }
+    record = {"file": "face photo.jpg", "detectors": {"a": {"p_fake": 0.25}}}
+    archive = Path(_download(record, drawn, tmp_path))
+    assert archive.name == "face_photo-deepfake-xai.zip"
+    with zipfile.ZipFile(archive) as zf:
+        assert zf.namelist() == ["result.json", *drawn]
+        assert json.loads(zf.read("result.json")) == record
+        for name, picture in drawn.items():
+            with Image.open(io.BytesIO(zf.read(name))) as saved:
+                assert saved.format == "PNG" and saved.mode == "RGB"
+                assert np.array_equal(np.asarray(saved), np.asarray(picture))
 
 
 def test_inspect_json_carries_the_reliability_signal(fitted, tmp_path):

@@ -14,11 +14,9 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 from _common import machine
-from evaluate_recipe import FACES_CACHE, _families, _score
-from sources import shared_samples
+from evaluate_recipe import _families, _score, samples_and_faces
 
 from deepfake_xai.api import load_detector
-from deepfake_xai.face_index import FaceIndex
 from deepfake_xai.runtime import configure_threads
 
 FAMILIES = ("test", "blur 1 px", "half size", "JPEG 70", "half size + JPEG 70")
@@ -32,8 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     threads = configure_threads(args.threads)
     start = time.perf_counter()
-    samples = shared_samples()
-    faces = FaceIndex.build([s.path for s in samples], FACES_CACHE, workers=2, log=lambda _: None)
+    samples, faces = samples_and_faces()
     every = _families(samples, SimpleNamespace(autoencoder_dir=None))
     families = [f for f in every if f.name in FAMILIES + ALARMS]
     scores = {}

@@ -80,8 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     detector = Detector.load(args.checkpoint, device="cpu").to("cpu")
     detector.model.float().to(memory_format=torch.channels_last)
-    samples = shared_samples()
-    faces = FaceIndex.build([s.path for s in samples], FACES_CACHE, workers=2, log=lambda _: None)
+    samples, faces = samples_and_faces()
     if args.autoencoder_dir:  # reconstructions share their source's geometry
         sources = [s.path for s in samples if s.split == "test" and s.group == "ffhq"]
         faces = faces.with_copies({args.autoencoder_dir / output_name(p): p for p in sources})
@@ -102,6 +101,13 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or args.checkpoint.parent.parent / "eval.json"
     out.write_text(json.dumps(record, indent=2, default=_plain))
     print(json.dumps({k: record[k] for k in ("families", "seconds")}, indent=1, default=_plain))
+
+
+def samples_and_faces() -> tuple[list[Sample], FaceIndex]:
+    """The shared samples and the face boxes of all of them (``runs/faces.csv``, built once)."""
+    samples = shared_samples()
+    faces = FaceIndex.build([s.path for s in samples], FACES_CACHE, workers=2, log=lambda _: None)
+    return samples, faces
 
 
 def _families(samples: list[Sample], args: argparse.Namespace) -> list[Family]:

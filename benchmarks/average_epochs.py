@@ -2,7 +2,7 @@
 Wider Optima and Better Generalization"), re-estimate BatchNorm on training faces, and compare
 the average with each epoch on the validation faces, so the choice is made on validation.
 
-Keep each epoch's weights while the run trains (``runs/keep_epochs.sh`` copies
+Keep each epoch's weights while the run trains (``benchmarks/keep_epochs.sh`` copies
 ``last.safetensors`` to ``epochN.safetensors``), then:
 
     python benchmarks/average_epochs.py runs/recipes/b0-final/efficientnet_b0 \\

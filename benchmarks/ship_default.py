@@ -143,7 +143,7 @@ def model_card(detector: Detector, evaluation: dict, training_run: dict, run: Pa
             f"(real: FFHQ photos; fake: StyleGAN and Stable Diffusion 2.1 faces), with "
             f"{', '.join(levers)}; faces framed as the app frames them. "
             f"{training.get('epochs_run')} epochs at {training.get('image_size')} px, seed "
-            f"{training.get('seed')}."
+            f"{training.get('seed')}{_averaged(detector)}."
         ),
         "metrics_text": (
             f"On {test['n']} held-out FFHQ / StyleGAN test faces it was right "
@@ -192,6 +192,14 @@ def reproduce_training(training_run: dict) -> str:
         return commands
     made = read_metadata(start).get("model_card", {}).get("reproduce", "not recorded")
     return f"stage 1 ({start}, made by: {made}); stage 2: {commands}"
+
+
+def _averaged(detector: Detector) -> str:
+    """What the card says of weights averaged over epochs (``average_epochs.py``), if they are."""
+    epochs = detector.metadata.get("averaged_epochs")
+    if not epochs:
+        return ""
+    return f"; the weights are the average of epochs {', '.join(map(str, epochs))}"
 
 
 def _detector_option(name: str) -> str:

@@ -40,8 +40,8 @@ BATCHNORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def average_weights(detectors: list[Detector]) -> Detector:
-    """A copy of the last detector whose weights are the mean of all of theirs (BatchNorm
-    running statistics are left to :func:`reestimate_batchnorm`)."""
+    """The last detector, its weights replaced by the mean of all of theirs (BatchNorm running
+    statistics are left to :func:`reestimate_batchnorm`)."""
     states = [d.model.state_dict() for d in detectors]
     averaged = {}
     for name, tensor in states[-1].items():
@@ -122,5 +122,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    np.seterr(all="ignore")
     main()

@@ -19,7 +19,6 @@ runs instead: it measured 1.18x this path with a first call of about 1 s instead
 from __future__ import annotations
 
 import copy
-import os
 import threading
 import time
 import weakref
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .detectors import Detector
+from .runtime import switch_setting
 
 COMPILE_ENV = "DEEPFAKE_XAI_COMPILE"
 COMPILE_MIN_IMAGES = 2000
@@ -40,12 +40,7 @@ first call after 1,250-1,700 images (a cold compile on a loaded machine took up 
 
 def compile_setting() -> bool | None:
     """``$DEEPFAKE_XAI_COMPILE`` as True (always), False (never) or None (choose by run size)."""
-    value = os.environ.get(COMPILE_ENV, "").strip().lower()
-    if value in ("1", "on", "true", "yes", "always"):
-        return True
-    if value in ("0", "off", "false", "no", "never"):
-        return False
-    return None
+    return switch_setting(COMPILE_ENV)
 
 
 def compile_pays(images: int) -> bool:

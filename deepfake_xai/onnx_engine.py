@@ -39,6 +39,7 @@ from torch import nn
 from .compiled import TappedFeatures
 from .detectors import Detector
 from .detectors.weights import user_cache_dir
+from .runtime import switch_setting
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +64,7 @@ class OnnxUnavailable(RuntimeError):
 
 def onnx_setting() -> bool | None:
     """``$DEEPFAKE_XAI_ONNX`` as True (always), False (never) or None (the default choice)."""
-    value = os.environ.get(ONNX_ENV, "").strip().lower()
-    if value in ("1", "on", "true", "yes", "always"):
-        return True
-    if value in ("0", "off", "false", "no", "never"):
-        return False
-    return None
+    return switch_setting(ONNX_ENV)
 
 
 def onnx_wanted(detector: Detector, choice: bool | None = None) -> bool:

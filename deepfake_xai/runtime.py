@@ -27,6 +27,18 @@ TRIM_THRESHOLD = 2**31 - 1
 _allocator_state: str | None = None
 
 
+def switch_setting(name: str) -> bool | None:
+    """Environment variable ``name`` as a three-way switch: True (``1``/``on``/``true``/``yes``/
+    ``always``), False (``0``/``off``/``false``/``no``/``never``) or None (unset or anything else:
+    the caller's default choice)."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("1", "on", "true", "yes", "always"):
+        return True
+    if value in ("0", "off", "false", "no", "never"):
+        return False
+    return None
+
+
 def usable_cpus(cgroup_root: Path = CGROUP_ROOT) -> int:
     """CPUs this process may use: the affinity mask, capped by a cgroup v2/v1 CPU quota."""
     try:

@@ -163,10 +163,7 @@ def test_import_is_light():
         "dx.list_detectors(); dt = time.perf_counter() - t; "
         "print(dt, 'timm' in sys.modules, 'gradio' in sys.modules)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    seconds, timm_loaded, gradio_loaded = out.split()
+    seconds, timm_loaded, gradio_loaded = _printed(code)
     assert float(seconds) < 0.5
     assert timm_loaded == "False" and gradio_loaded == "False"
 
@@ -182,7 +179,11 @@ def test_analysis_imports_captum_only_when_a_captum_explainer_is_made():
         "SaliencyExplainer(TimmDetector(architecture='mobilenetv2_100', image_size=32)); "
         "print('captum' in sys.modules)"
     )
-    out = subprocess.run(
+    assert _printed(code) == ["False", "True"]
+
+
+def _printed(code: str) -> list[str]:
+    """What a fresh interpreter running ``code`` prints, split into words."""
+    return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert out.split() == ["False", "True"]
+    ).stdout.split()

@@ -32,6 +32,23 @@ def test_an_aligned_crop_is_found_quickly_and_framed_alike(faces_sample, monkeyp
         assert abs(quick[0].x - full[0].x) <= 0.1 * full[0].width
 
 
+def test_the_quick_search_sends_few_crops_to_the_later_networks(faces_sample, monkeypatch):
+    """Merging overlapping candidates harder in the quick search leaves about one crop per
+    aligned face for the output network (five with the reference's merging)."""
+    crops = {24: 0, 48: 0}  # the refinement and output networks' input sides
+    run = faces._run
+
+    def counted(net, batch, outputs):
+        crops[batch.shape[1]] += len(batch)
+        return run(net, batch, outputs)
+
+    monkeypatch.setattr(faces, "_run", counted)
+    images = shared_faces(faces_sample, 8)
+    for image in images:
+        assert len(faces.find_faces(image)) == 1
+    assert crops[48] <= 2 * len(images) and crops[24] <= 6 * len(images)
+
+
 @pytest.mark.parametrize(("height", "searches"), [(512, 2), (384, 1)], ids=["square", "wide"])
 def test_a_small_face_in_a_scene_gets_the_full_search(faces_sample, monkeypatch, height, searches):
     face = shared_faces(faces_sample, 2)[0].resize((96, 96))

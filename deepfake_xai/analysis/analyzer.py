@@ -1,9 +1,10 @@
 """``analyze`` and ``Analyzer``: stream images through the engine into a resumable folder.
 
-Decoding (with the face check) runs in parallel, DataLoader workers locally or CPU tasks on Ray
-(see :mod:`.ray_backend`); the detectors share each decoded batch through :meth:`Engine.run`;
-each block's rows, embeddings and heatmaps are committed to disk as a Parquet part (see
-:mod:`.store`), so memory stays flat however many images there are and a killed run resumes.
+Decoding (with the face check) runs in parallel: locally in threads, or DataLoader processes
+for a GPU (see :mod:`.loader`), on Ray in CPU tasks (see :mod:`.ray_backend`); the detectors
+share each decoded batch through :meth:`Engine.run`; each block's rows, embeddings and
+heatmaps are committed to disk as a Parquet part (see :mod:`.store`), so memory stays flat
+however many images there are and a killed run resumes.
 Projections and the report are made at the end from what is on disk, which also makes them work
 for resumed runs.
 """
@@ -236,8 +237,7 @@ class Analyzer:
         dataset = DecodedImages(inputs, pending, self.decoder)
         plan = blocks(dataset, self.batch_size)
         workers = min(self.num_workers, len(plan))
-        pin = self.engines[0].device.type == "cuda"
-        loader = make_loader(dataset, plan, workers, pin)
+        loader = make_loader(dataset, plan, workers, self.engines[0].device)
         analyse = BlockAnalyser(self.engines, self.explainers, self._slot)
         with tqdm(total=len(pending), unit="img", desc="analyze", disable=not self.progress) as bar:
             waited = time.perf_counter()

@@ -1,17 +1,28 @@
-"""Streaming decode for the local backend: DataLoader workers run the :class:`Decoder`.
+"""Streaming decode for the local backend: workers run the :class:`Decoder`.
 
 Each image is decoded once (and checked for a face) in a worker, each video's sampled frames
 likewise (its rows stay together in one block); the collated
 :class:`DecodedBlock` carries the tensors of the good images and the status and reason of the
 others, so an unreadable file never stops the run.
+
+Where the engines run on the CPU the workers are threads of this process: the engine and the
+decoding share the same cores anyway, and forked DataLoader workers cost a start-up per call
+and make the engine's first block pay a copy of every heap page it reuses (0.8 s instead of
+0.3 s for a block of 32 faces here; 64 shared faces ran 1.3-1.6x faster with threads, 320 at
+the same rate; ``benchmarks/README.md``, "Analyze end to end"). The decoding releases the GIL
+in its heavy parts (JPEG decoding, OpenCV's networks, tensor conversion). On an accelerator,
+where the decoding must keep up with the device, the workers are DataLoader processes.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..paths import path_to_text
@@ -71,17 +82,61 @@ def collate(items: Sequence[list[DecodedImage]], slots: int) -> DecodedBlock:
     return DecodedBlock.from_images([row for item in items for row in item], slots=slots)
 
 
+PREFETCH = 4
+"""Blocks each worker decodes ahead of the engine."""
+
+
 def make_loader(
-    dataset: DecodedImages, plan: list[list[int]], num_workers: int, pin_memory: bool
+    dataset: DecodedImages, plan: list[list[int]], num_workers: int, device: torch.device
+) -> Iterable[DecodedBlock]:
+    """The :class:`DecodedBlock` of each block of ``plan`` (see :func:`blocks`), in order:
+    decoded by ``num_workers`` threads (none: in the caller's thread) for engines on the CPU,
+    by DataLoader processes for engines on an accelerator ``device``."""
+    if device.type == "cpu":
+        return decode_in_threads(dataset, plan, num_workers)
+    return decode_in_processes(dataset, plan, num_workers, pin_memory=device.type == "cuda")
+
+
+def decode_in_processes(
+    dataset: DecodedImages, plan: list[list[int]], workers: int, pin_memory: bool = False
 ) -> DataLoader:
-    """An ordered DataLoader of :class:`DecodedBlock` objects, one per block of ``plan``
-    (see :func:`blocks`)."""
-    slots = len(dataset.decoder.harmonizations)
+    """The blocks of ``plan`` decoded by ``workers`` DataLoader processes, in order."""
     return DataLoader(
         dataset,
         batch_sampler=plan,
-        num_workers=num_workers,
-        collate_fn=partial(collate, slots=slots),
+        num_workers=workers,
+        collate_fn=partial(collate, slots=len(dataset.decoder.harmonizations)),
         pin_memory=pin_memory,
-        prefetch_factor=4 if num_workers else None,
+        prefetch_factor=PREFETCH if workers else None,
     )
+
+
+def decode_in_threads(
+    dataset: DecodedImages, plan: list[list[int]], workers: int
+) -> Iterator[DecodedBlock]:
+    """The blocks of ``plan`` decoded by ``workers`` threads, at most ``PREFETCH`` blocks per
+    thread ahead of the caller, in order; with no workers, each when asked for."""
+    slots = len(dataset.decoder.harmonizations)
+
+    def decode(block: list[int]) -> DecodedBlock:
+        return collate([dataset[position] for position in block], slots)
+
+    if workers == 0:
+        yield from map(decode, plan)
+        return
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="decode")
+    waiting: deque[Future[DecodedBlock]] = deque()
+    todo = iter(plan)
+    try:
+        for block in todo:
+            waiting.append(pool.submit(decode, block))
+            if len(waiting) == workers * PREFETCH:
+                break
+        while waiting:
+            decoded = waiting.popleft().result()
+            for block in todo:  # one more in, as one came out
+                waiting.append(pool.submit(decode, block))
+                break
+            yield decoded
+    finally:  # also when the caller stops early: nothing more starts
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -240,6 +240,11 @@ class _Entry:
 
 _CACHE: weakref.WeakKeyDictionary[nn.Module, _Entry] = weakref.WeakKeyDictionary()
 _CACHE_LOCK = threading.Lock()
+_SESSIONS: dict[tuple[Path, int], OnnxFeatures] = {}
+"""Sessions by export file and thread count, shared by every detector object with the same
+weights (each ``analyze`` call loads its own): a new session's first batch runs about 0.1-0.3 s
+slower than later ones, so a second call in a process skips that and the session creation."""
+KEEP_SESSIONS = 4
 
 
 def onnx_features(detector: Detector, observed: Sequence[str] = ()) -> tuple[OnnxFeatures, bool]:
@@ -263,7 +268,7 @@ def onnx_features(detector: Detector, observed: Sequence[str] = ()) -> tuple[Onn
             raise found
         try:
             entry.digest = entry.digest or weights_digest(detector.model)
-            features = _build(detector, key[1], key[2], entry.digest)
+            features, made = _build(detector, key[1], key[2], entry.digest)
         except OnnxUnavailable as exc:
             log.warning(
                 "ONNX Runtime path for %s unavailable, running eagerly: %s", detector.name, exc
@@ -271,18 +276,32 @@ def onnx_features(detector: Detector, observed: Sequence[str] = ()) -> tuple[Onn
             entry.paths[key] = exc
             raise
         entry.paths[key] = features
-        return features, True
+        return features, made
 
 
 def _build(
     detector: Detector, observed: tuple[str, ...], threads: int, digest: str
-) -> OnnxFeatures:
-    """The session from the cached export, exporting it first where there is none."""
+) -> tuple[OnnxFeatures, bool]:
+    """The process's session on the cached export (exported first where there is none), and
+    whether this call made it."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError as exc:
         raise OnnxUnavailable(f"onnxruntime does not import ({exc})") from exc
     path = cache_path(detector, observed, digest)
+    shared = _SESSIONS.get((path, threads))
+    if shared is not None and path.is_file():
+        return shared, False
+    features = _open(detector, observed, threads, path)
+    _SESSIONS[(path, threads)] = features
+    while len(_SESSIONS) > KEEP_SESSIONS:  # the oldest goes; its users keep their reference
+        del _SESSIONS[next(iter(_SESSIONS))]
+    return features, True
+
+
+def _open(detector: Detector, observed: tuple[str, ...], threads: int, path: Path) -> OnnxFeatures:
+    """A session on the cached export at ``path`` (exported first where there is none; exported
+    again, once, where the file is damaged)."""
     try:
         return OnnxFeatures(detector, observed, threads, path)
     except OnnxUnavailable:
@@ -303,6 +322,9 @@ def forget(detector: Detector, reason: BaseException) -> None:
     with _CACHE_LOCK:
         entry = _CACHE.get(detector.model)
         if entry is not None:
+            for key, features in list(_SESSIONS.items()):
+                if features in entry.paths.values():
+                    del _SESSIONS[key]
             failure = OnnxUnavailable(f"run failed: {type(reason).__name__}: {reason}")
             entry.paths = dict.fromkeys(entry.paths, failure)
 

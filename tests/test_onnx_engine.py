@@ -26,6 +26,12 @@ def uint8_batch(n: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, 3, SIZE, SIZE), dtype=torch.uint8, generator=generator)
 
 
+def new_process() -> None:
+    """Forget this process's sessions, as a new process starts (the cached files stay)."""
+    onnx_engine._CACHE.clear()
+    onnx_engine._SESSIONS.clear()
+
+
 @pytest.fixture(autouse=True)
 def cache_dir(tmp_path_factory, monkeypatch):
     """One ONNX cache for this file (not the user's), and the switch left to each test."""
@@ -112,7 +118,7 @@ def test_a_second_process_reuses_the_cached_file(detector, cache_dir, monkeypatc
     observed = detector.reliability.module_layers
     first, _ = onnx_engine.onnx_features(detector, observed)
     assert first.path.parent == cache_dir and first.path.is_file()
-    onnx_engine._CACHE.clear()  # what a new process starts with
+    new_process()
 
     def no_export(*args, **kwargs):
         raise AssertionError("exported again")
@@ -123,6 +129,22 @@ def test_a_second_process_reuses_the_cached_file(detector, cache_dir, monkeypatc
     again, made = onnx_engine.onnx_features(detector, observed)
     assert not made and not again.exported and again.path == first.path
     assert 0 < engine.onnx_seconds == again.session_seconds
+
+
+def test_a_second_load_of_the_same_weights_shares_the_warm_session(detector):
+    """Each ``analyze`` call loads its own detector object: it gets the session an earlier one
+    warmed up, until a run on that session fails."""
+    observed = detector.reliability.module_layers
+    first, _ = onnx_engine.onnx_features(detector, observed)
+    copied = copy.deepcopy(detector)
+    shared, made = onnx_engine.onnx_features(copied, observed)
+    assert shared is first and not made
+    onnx_engine.forget(copied, RuntimeError("out of memory"))
+    with pytest.raises(onnx_engine.OnnxUnavailable):
+        onnx_engine.onnx_features(copied, observed)
+    fresh, made = onnx_engine.onnx_features(copy.deepcopy(detector), observed)
+    assert made and fresh is not first
+    new_process()
 
 
 def test_changed_weights_get_their_own_export(detector):
@@ -184,7 +206,7 @@ def test_the_switch_and_the_default_choice(detector, monkeypatch):
 def test_a_failed_export_falls_back_to_eager_with_the_reason(
     detector, monkeypatch, caplog, tmp_path
 ):
-    onnx_engine._CACHE.clear()
+    new_process()
     calls = []
 
     def broken(*args, **kwargs):
@@ -201,23 +223,23 @@ def test_a_failed_export_falls_back_to_eager_with_the_reason(
     np.testing.assert_array_equal(fallen.probs, eager.probs)
     assert "running eagerly: export failed: RuntimeError: unsupported operator Foo" in caplog.text
     assert len(calls) == 1
-    onnx_engine._CACHE.clear()
+    new_process()
 
 
 def test_without_onnxruntime_the_engine_runs_eagerly(detector, monkeypatch, caplog):
-    onnx_engine._CACHE.clear()
+    new_process()
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with caplog.at_level(logging.WARNING, logger="deepfake_xai.onnx_engine"):
         fallen = outputs(detector, True, uint8_batch(2))
     np.testing.assert_array_equal(fallen.probs, outputs(detector, False, uint8_batch(2)).probs)
     assert "onnxruntime does not import" in caplog.text
-    onnx_engine._CACHE.clear()
+    new_process()
 
 
 def test_a_damaged_cached_file_is_exported_again(detector):
     observed = detector.reliability.module_layers
     features, _ = onnx_engine.onnx_features(detector, observed)
-    onnx_engine._CACHE.clear()
+    new_process()
     features.path.write_bytes(b"not an onnx file")
     again, made = onnx_engine.onnx_features(detector, observed)
     assert made and again.exported

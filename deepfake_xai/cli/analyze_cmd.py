@@ -66,7 +66,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="default %(default)s")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument(
-        "--workers", type=int, default=None, help="decoding processes (default min(4, CPUs))"
+        "--workers",
+        type=int,
+        default=None,
+        help="decoding workers: threads on the CPU, processes on a GPU (default min(4, CPUs))",
     )
     parser.add_argument(
         "--labels", default=None, metavar="folders|CSV", help="where labels come from"

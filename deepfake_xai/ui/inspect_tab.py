@@ -217,6 +217,7 @@ def build_inspect_tab(
             with gr.Row(equal_height=False):
                 faces_view = gr.Image(
                     label="Faces found",
+                    format="jpeg",  # a photo with boxes: WebP took ~15 ms, JPEG under 1 ms
                     interactive=False,
                     height=FACES_HEIGHT,
                     elem_id="faces-view",

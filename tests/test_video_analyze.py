@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from video_data import face_pixels, numbered_frames, write_clip
@@ -102,6 +103,20 @@ def test_one_verdict_per_video_with_tracks_and_frames(run, clips):
     assert (run.out / "videos.csv").exists()
     photo = run.predictions[run.predictions["path"] == str(clips["photo"])]
     assert len(photo) == 1 and not photo["video"].iloc[0] and photo["frame"].isna().all()
+
+
+def test_videos_decoded_in_threads_give_the_same_rows(run, clips, detector, tmp_path):
+    """Three decoding threads (each video and photo in its own thread, bad files among them)
+    give the rows and verdicts of decoding in the caller's thread, in the same order."""
+    threaded = analyze(
+        clips["real"].parent, detectors=[detector], projection=None, out=tmp_path / "out",
+        num_workers=3, progress=False, report=False, video=SAMPLING,
+    )  # fmt: skip
+    columns = ["path", "status", "frame", "track", "face_width"]
+    one, three = run.predictions, threaded.predictions
+    pd.testing.assert_frame_equal(one[columns], three[columns])
+    np.testing.assert_allclose(one["p_fake"], three["p_fake"], atol=1e-6)
+    assert run.videos["verdict"].tolist() == threaded.videos["verdict"].tolist()
 
 
 def test_frames_without_a_face_are_counted_not_scored(run, clips):

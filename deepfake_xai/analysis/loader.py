@@ -19,8 +19,9 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from itertools import islice
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -125,18 +126,12 @@ def decode_in_threads(
         yield from map(decode, plan)
         return
     pool = ThreadPoolExecutor(workers, thread_name_prefix="decode")
-    waiting: deque[Future[DecodedBlock]] = deque()
     todo = iter(plan)
     try:
-        for block in todo:
-            waiting.append(pool.submit(decode, block))
-            if len(waiting) == workers * PREFETCH:
-                break
+        waiting = deque(pool.submit(decode, block) for block in islice(todo, workers * PREFETCH))
         while waiting:
             decoded = waiting.popleft().result()
-            for block in todo:  # one more in, as one came out
-                waiting.append(pool.submit(decode, block))
-                break
+            waiting.extend(pool.submit(decode, block) for block in islice(todo, 1))  # one in
             yield decoded
     finally:  # also when the caller stops early: nothing more starts
         pool.shutdown(wait=True, cancel_futures=True)

@@ -1,4 +1,4 @@
-"""A MobileNetV2 cut out of a trained EfficientNet-Lite0: shapes, kept channels, identity blocks."""
+"""B0 and MobileNetV2 made of a trained EfficientNet-Lite0: shapes, kept weights, padding."""
 
 from __future__ import annotations
 
@@ -58,3 +58,32 @@ def test_only_a_lite0_can_donate():
     other = dx.load_detector("mobilenetv2_100", pretrained=False, image_size=SIZE, device="cpu")
     with pytest.raises(ValueError, match="EfficientNet-Lite0"):
         mobilenetv2_from_lite0(other)
+
+
+def test_a_b0_made_of_a_trained_lite0_starts_where_the_lite0_is(donor, tmp_path):
+    from deepfake_xai.detectors.transplanted_weights import GATE_BIAS, b0_from_lite0
+
+    copy = b0_from_lite0(donor)
+    assert copy.architecture == "efficientnet_b0" and "transplanted from" in copy.metadata["init"]
+    assert copy.mean == (0.5, 0.5, 0.5) and copy.harmonization == donor.harmonization
+    torch.testing.assert_close(copy.model.classifier.weight, donor.model.classifier.weight)
+    gate = copy.model.blocks[1][0].se
+    assert not gate.conv_expand.weight.any() and (gate.conv_expand.bias == GATE_BIAS).all()
+    again = dx.load_detector(copy.save(tmp_path / "b0.safetensors"), device="cpu")
+    assert isinstance(again.model.blocks[1][0].bn1.act, torch.nn.ReLU6)
+    # Lite0 pads like TensorFlow, B0 symmetrically: the two agree where every strided
+    # convolution sees an odd size, and there the copy answers as the donor does
+    odd = 2**5 + 1
+    images = torch.randint(0, 256, (4, 3, odd, odd), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = donor.model.eval().forward_features(donor.normalize(images.to(torch.uint8)))
+        got = again.model.eval().forward_features(again.normalize(images.to(torch.uint8)))
+    assert (got - want).norm() < 0.02 * want.norm()  # 70-97 % apart at an even size
+
+
+def test_only_a_lite0_becomes_a_b0():
+    from deepfake_xai.detectors.transplanted_weights import b0_from_lite0
+
+    other = dx.load_detector("mobilenetv2_100", pretrained=False, image_size=SIZE, device="cpu")
+    with pytest.raises(ValueError, match="EfficientNet-Lite0"):
+        b0_from_lite0(other)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .base import Detector
 from .packaged_weights import save_atomically
 from .weights import WEIGHT_PACKAGES, FoundWeights, WeightsNotHere, user_cache_dir
 
@@ -58,14 +59,18 @@ def transplant(donor_file: Path, target: Path) -> Path:
     return save_atomically(state, target, {"transplanted_from": donor_file.name})
 
 
-def transplanted_state(donor: dict[str, torch.Tensor], *, origin: str) -> dict[str, torch.Tensor]:
+def transplanted_state(
+    donor: dict[str, torch.Tensor], *, origin: str, num_classes: int = 1000
+) -> dict[str, torch.Tensor]:
     """B0's state dict: ``donor``'s tensors where B0 has them (all must fit), open gates in the
     squeeze-and-excitation blocks, and nothing else missing."""
     import timm
 
     with torch.random.fork_rng():
         torch.manual_seed(_INIT_SEED)
-        state = timm.create_model(TARGET, pretrained=False, act_layer=ACTIVATION).state_dict()
+        state = timm.create_model(
+            TARGET, pretrained=False, act_layer=ACTIVATION, num_classes=num_classes
+        ).state_dict()
     misfits = [
         f"{k} {tuple(t.shape)}" for k, t in donor.items() if state.get(k, t).shape != t.shape
     ]
@@ -84,3 +89,27 @@ def transplanted_state(donor: dict[str, torch.Tensor], *, origin: str) -> dict[s
         elif key.endswith("se.conv_expand.bias"):
             state[key] = torch.full_like(state[key], GATE_BIAS)
     return state
+
+
+def b0_from_lite0(donor: Detector, *, device: str = "cpu") -> Detector:
+    """An ``efficientnet_b0`` detector made of the trained Lite0 ``donor``'s weights, gates open
+    and ReLU6 as above: it starts where the donor is (up to TF-style padding, which Lite0 uses
+    and B0 does not) and its gates learn in fine-tuning."""
+    from ..registry import DETECTORS
+
+    if not donor.architecture.endswith("efficientnet_lite0"):
+        raise ValueError(f"the donor must be an EfficientNet-Lite0, got {donor.architecture}")
+    target = DETECTORS.create(TARGET, pretrained=False, device="cpu", act_layer=ACTIVATION)
+    donor_state = {k: t.float() for k, t in donor.model.state_dict().items()}
+    donor_name = " ".join(filter(None, (donor.name, donor.fingerprint)))
+    classes = donor_state["classifier.weight"].shape[0]
+    target.model.load_state_dict(
+        transplanted_state(donor_state, origin=donor_name, num_classes=classes)
+    )
+    target.mean, target.std = INPUT_NORMALIZATION["mean"], INPUT_NORMALIZATION["std"]
+    target.harmonization = donor.harmonization
+    target.metadata.update(
+        pretrained=True,
+        init=f"transplanted from {donor_name} (deepfake_xai.detectors.transplanted_weights)",
+    )
+    return target.to(device)

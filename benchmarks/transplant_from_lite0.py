@@ -1,9 +1,12 @@
-"""Cut a MobileNetV2 out of the shipped EfficientNet-Lite0 (issue 21) and save it as the start
-of a training run; report how often the untrained cut is right on validation faces.
+"""Make a MobileNetV2 or an EfficientNet-B0 out of the shipped EfficientNet-Lite0 (issue 21) and
+save it as the start of a training run; report how often the untrained copy is right on
+validation faces.
 
-    python benchmarks/transplant_mobilenetv2.py --out runs/mnv2-start.safetensors
+    python benchmarks/transplant_from_lite0.py --out runs/mnv2-start.safetensors
     python benchmarks/train_recipe.py --name mnv2-final --detector mobilenetv2_100 \\
         --init runs/mnv2-start.safetensors --teacher default ...
+    python benchmarks/transplant_from_lite0.py --target efficientnet_b0 \\
+        --out runs/b0-from-default.safetensors
 """
 
 from __future__ import annotations
@@ -17,20 +20,24 @@ from sources import shared_samples
 
 from deepfake_xai.api import load_detector
 from deepfake_xai.detectors.pruned_transplant import mobilenetv2_from_lite0
+from deepfake_xai.detectors.transplanted_weights import b0_from_lite0
 from deepfake_xai.runtime import configure_threads
 from deepfake_xai.training import reestimate_batchnorm
+
+MAKERS = {"mobilenetv2_100": mobilenetv2_from_lite0, "efficientnet_b0": b0_from_lite0}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--donor", default="default")
+    parser.add_argument("--target", choices=sorted(MAKERS), default="mobilenetv2_100")
     parser.add_argument("--out", type=Path, default=Path("runs/mnv2-start.safetensors"))
     parser.add_argument("--check", type=int, default=100, help="validation faces per class")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     configure_threads(args.threads)
     donor = load_detector(args.donor, device="cpu")
-    student = mobilenetv2_from_lite0(donor)
+    student = MAKERS[args.target](donor)
     student.save(args.out)
     samples = shared_samples()
     picked = [
@@ -45,8 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     recalibrated.model.eval()
     for name, detector in (
         ("donor", donor),
-        ("cut", student),
-        (f"cut, BatchNorm re-estimated on {len(train)} training images", recalibrated),
+        ("copy", student),
+        (f"copy, BatchNorm re-estimated on {len(train)} training images", recalibrated),
     ):
         p_fake = detector.predict_proba([s.path for s in picked])
         accuracy = float(((p_fake >= 0.5) == truth).mean())

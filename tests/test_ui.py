@@ -367,8 +367,14 @@ def test_model_card_explains_the_metrics_in_words(detectors):
         assert "It flagged 61% of 251 faces from other sources." in card
         effnet.metadata["model_card"]["limits_short"] = "Knows StyleGAN faces only."
         assert limits_line(effnet) == "Knows StyleGAN faces only."
+        effnet.metadata["training"] = {"epochs_run": 4, "pretrained_init": True}
+        assert "**Training run**: 4 epochs, ImageNet start" in model_card(effnet)
+        effnet.metadata["init"] = "transplanted from efficientnet_lite0 abc123 (module.path)"
+        training_run = model_card(effnet).split("**Training run**: ")[1]
+        assert training_run == "4 epochs, transplanted from efficientnet\\_lite0 abc123"
     finally:
-        for key in ("model_card", "metrics", "test_metrics", "robustness", "trained_on"):
+        for key in ("model_card", "metrics", "test_metrics", "robustness", "trained_on",
+                    "training", "init"):  # fmt: skip
             effnet.metadata.pop(key, None)
 
 

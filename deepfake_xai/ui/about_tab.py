@@ -128,7 +128,7 @@ def model_card(detector: Detector) -> str:
     lines.extend(robustness_lines(meta.get("robustness")))
     training = meta.get("training")
     if isinstance(training, Mapping):
-        lines.append("\n**Training run**: " + plain(_training_line(training)))
+        lines.append("\n**Training run**: " + plain(_training_line(training, meta.get("init"))))
     return "\n".join(lines)
 
 
@@ -256,13 +256,17 @@ def _trained_on(meta: Mapping[str, Any]) -> str:
     return ", ".join(PurePath(part.strip()).name for part in str(trained_on).split(","))
 
 
-def _training_line(training: Mapping[str, Any]) -> str:
+def _training_line(training: Mapping[str, Any], init: Any = None) -> str:
+    """Epochs, size, start, time and device; ``init`` says which trained detector it started
+    from, if any (its first words: "transplanted from efficientnet_lite0 <version>")."""
     parts = []
     if training.get("epochs_run"):
         parts.append(f"{training['epochs_run']} epochs")
     if training.get("image_size"):
         parts.append(f"{training['image_size']} px")
-    if training.get("pretrained_init") is not None:
+    if init:
+        parts.append(str(init).split(" (")[0])
+    elif training.get("pretrained_init") is not None:
         parts.append("ImageNet start" if training["pretrained_init"] else "from scratch")
     if training.get("seconds"):
         parts.append(f"{training['seconds'] / 60:.0f} min")

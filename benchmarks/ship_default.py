@@ -3,9 +3,9 @@ own measured figures and a model card built from them.
 
 Reads RUN/<detector>/best.safetensors (with the reliability statistics ``train`` fitted into
 it), RUN/eval.json (``benchmarks/evaluate_recipe.py`` on that checkpoint), RUN/train.json and
-RUN/split.csv, and writes ``deepfake_xai/detectors/shipped/<detector>_faces.safetensors`` (for
-EfficientNet-Lite0: the default). Every figure on the card is this checkpoint's own, from that
-evaluation.
+RUN/split.csv, and writes ``deepfake_xai/detectors/shipped/<detector>_faces.safetensors`` (the
+default is the file ``detectors/shipped.py`` names: EfficientNet-B0's). Every figure on the
+card is this checkpoint's own, from that evaluation.
 
     python benchmarks/ship_default.py runs/recipes/final
     python benchmarks/ship_default.py runs/recipes/b0-final --detector efficientnet_b0

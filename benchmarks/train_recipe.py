@@ -11,8 +11,9 @@ and samples real and fake equally often; ``benchmarks/evaluate_recipe.py`` then 
     python benchmarks/train_recipe.py --name degrade30 --degrade 0.3 --epochs 3
     python benchmarks/train_recipe.py --name sbi --degrade 0.3 --self-blend 0.3 --epochs 3
 
-``--teacher default`` distils the shipped detector into the one trained (issue 21: MobileNetV2
-has no ImageNet weights here; the teacher's soft P(fake) and embedding replace them).
+``--teacher efficientnet_lite0_faces`` distils that shipped detector into the one trained
+(issue 21: MobileNetV2 has no ImageNet weights here; the teacher's soft P(fake) and embedding
+replace them).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ validation faces.
 
     python benchmarks/transplant_from_lite0.py --out runs/mnv2-start.safetensors
     python benchmarks/train_recipe.py --name mnv2-final --detector mobilenetv2_100 \\
-        --init runs/mnv2-start.safetensors --teacher default ...
+        --init runs/mnv2-start.safetensors --teacher efficientnet_lite0_faces ...
     python benchmarks/transplant_from_lite0.py --target efficientnet_b0 \\
         --out runs/b0-from-default.safetensors
 """
@@ -29,7 +29,7 @@ MAKERS = {"mobilenetv2_100": mobilenetv2_from_lite0, "efficientnet_b0": b0_from_
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--donor", default="default")
+    parser.add_argument("--donor", default="efficientnet_lite0_faces")
     parser.add_argument("--target", choices=sorted(MAKERS), default="mobilenetv2_100")
     parser.add_argument("--out", type=Path, default=Path("runs/mnv2-start.safetensors"))
     parser.add_argument("--check", type=int, default=100, help="validation faces per class")

@@ -46,7 +46,7 @@ def is_checkpoint_reference(value: str | os.PathLike) -> bool:
 
 def load_detector(name_or_checkpoint: Any, /, **kwargs: Any):
     """A :class:`Detector` from a checkpoint path, an ``hf-hub:`` id, a shipped detector
-    (``"default"``: EfficientNet-Lite0 fine-tuned on real faces), a registry name, or as is.
+    (``"default"``: the shipped EfficientNet-B0, trained on real faces), a registry name, or as is.
 
     Keyword arguments go to the detector factory (``pretrained``, ``pretrained_file``,
     ``image_size``, ``device``...) or to :meth:`Detector.load` for checkpoints. A registry name

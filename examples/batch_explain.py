@@ -3,10 +3,11 @@
     python examples/batch_explain.py FOLDER [--detector CHECKPOINT ...] [--out runs/example]
 
 FOLDER may hold ``real/`` and ``fake/`` sub-folders (then accuracy and F1 are reported) or just
-images. Without ``--detector`` the detector shipped in the package (EfficientNet-Lite0 trained on
-FFHQ / StyleGAN faces) runs. Without FOLDER the shared face sample's ``val/`` is used when it is
-next to this checkout. Faces are found first; an image without one gets no verdict. Re-running
-resumes the output folder; open ``<out>/report.html`` for the galleries and projections.
+images. Without ``--detector`` the default detector shipped in the package (EfficientNet-B0
+trained on FFHQ photos against StyleGAN and SD 2.1 faces) runs. Without FOLDER the shared face
+sample's ``val/`` is used when it is next to this checkout. Faces are found first; an image
+without one gets no verdict. Re-running resumes the output folder; open ``<out>/report.html``
+for the galleries and projections.
 """
 
 from __future__ import annotations

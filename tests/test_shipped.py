@@ -34,7 +34,7 @@ def test_the_shipped_detectors_fit_the_budget_default_first():
     paths = shipped_checkpoints()
     assert paths and paths[0] == shipped_checkpoint()
     assert sum(path.stat().st_size for path in paths) < BUDGET
-    assert dx.load_detector("default", device="cpu").name == "efficientnet_lite0"
+    assert dx.load_detector("default", device="cpu").name == "efficientnet_b0"
 
 
 @pytest.mark.parametrize("path", shipped_checkpoints(), ids=lambda path: path.stem)

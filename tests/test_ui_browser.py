@@ -379,7 +379,7 @@ def test_the_switch_compares_the_shipped_detectors_side_by_side(
         switch = page.locator("#compare-detectors")
         slots.first.wait_for(timeout=TIMEOUT_MS)
         assert slots.count() == 1 and not switch.locator("input").is_checked()
-        assert "Compare side by side with EfficientNet-B0 and MobileNetV2" in switch.inner_text()
+        assert "Compare side by side with EfficientNet-Lite0 and MobileNetV2" in switch.inner_text()
         switch.locator("input").check()
         page.locator(".detector-slot:visible").nth(2).wait_for(timeout=TIMEOUT_MS)
         page.get_by_text("Explanation settings").click()
@@ -389,8 +389,9 @@ def test_the_switch_compares_the_shipped_detectors_side_by_side(
         analyse(page, photo)
         outcomes = page.locator(".detector-slot .outcome")
         outcomes.nth(2).wait_for(timeout=TIMEOUT_MS)
+        # the default first
         titles = [slot.locator("h3").inner_text() for slot in slots.all()]
-        assert titles == ["EfficientNet-Lite0", "EfficientNet-B0", "MobileNetV2"]
+        assert titles == ["EfficientNet-B0", "EfficientNet-Lite0", "MobileNetV2"]
         for slot in slots.all():
             assert slot.locator(".outcome").count() == 1 and slot.locator(".overlay img").count()
         shot(page, "inspect-compare-1400")

@@ -42,18 +42,19 @@ SHIPPED = {
     },
     "mobilenetv2_100": {"accuracy": 0.94, "dataset": "other | set <b>x</b>"},
 }  # fmt: skip
-NAMES = list(SHIPPED)
-TITLES = ["EfficientNet-Lite0", "EfficientNet-B0", "MobileNetV2"]
+TITLES = {"efficientnet_lite0": "EfficientNet-Lite0", "efficientnet_b0": "EfficientNet-B0",
+          "mobilenetv2_100": "MobileNetV2"}  # fmt: skip
+NAMES = sorted(SHIPPED, key=lambda name: f"{name}_faces.safetensors" != shipped.DEFAULT_FILE)
 
 
 def save_stand_ins(folder: Path) -> list[Path]:
     """Tiny untrained detectors saved as ``<name>_faces.safetensors``, each with its block."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, block in SHIPPED.items():
+    for name in NAMES:
         torch.manual_seed(len(paths))
         detector = dx.load_detector(name, image_size=SIZE, device="cpu")
-        paths.append(detector.save(folder / f"{name}_faces.safetensors", comparison=block))
+        paths.append(detector.save(folder / f"{name}_faces.safetensors", comparison=SHIPPED[name]))
     return paths
 
 
@@ -109,7 +110,7 @@ def slot_columns(demo: gr.Blocks) -> list:
 def test_the_default_detector_alone_runs_until_the_switch_asks_for_all(app):
     switch, chosen = block(app, "compare-detectors"), block(app, "inspect-detectors")
     assert chosen.value == [NAMES[0]] and switch.value is False and switch.visible
-    assert switch.label == "Compare side by side with EfficientNet-B0 and MobileNetV2"
+    assert switch.label == f"Compare side by side with {TITLES[NAMES[1]]} and {TITLES[NAMES[2]]}"
     assert [column.visible for column in slot_columns(app)] == [True, False, False]
     batch = block(app, "batch-detectors")
     assert batch.value == [NAMES[0]]  # a batch too: one detector, one feature map shown
@@ -144,12 +145,12 @@ def test_the_comparison_gives_each_detector_its_own_outcome(app, tmp_path):
     record = result[0]
     assert list(record["detectors"]) == NAMES
     assert [entry["model"] for entry in record["detectors"].values()] == NAMES
-    for number, (name, title) in enumerate(zip(NAMES, TITLES, strict=True)):
+    for number, name in enumerate(NAMES):
         outcome, overlay, _, reading = result[5 + 4 * number : 9 + 4 * number]
         verdict = record["detectors"][name]["verdict"]
         assert f'data-verdict="{verdict}"' in outcome and Path(overlay).exists()
         assert record["detectors"][name]["seconds"] > 0
-        assert reading.startswith(f"{title} ")
+        assert reading.startswith(f"{TITLES[name]} ")
     assert record["detectors"][NAMES[0]]["p_fake"] == alone[0]["detectors"][NAMES[0]]["p_fake"]
 
 
@@ -194,11 +195,13 @@ def test_the_about_tab_compares_the_detectors_from_their_checkpoints(app):
 
 
 def test_the_side_by_side_tables_need_two_measured_detectors(stand_ins):
-    effnet, lite = (dx.load_detector(path, device="cpu") for path in stand_ins[1::-1])
+    path = dict(zip(NAMES, stand_ins, strict=True))
+    effnet = dx.load_detector(path["efficientnet_b0"], device="cpu")
+    lite = dx.load_detector(path["efficientnet_lite0"], device="cpu")
     assert comparison_tables([effnet]) == ""
     lite.metadata.pop("comparison")
     assert comparison_tables([lite, effnet]) == ""
-    twin = dx.load_detector(stand_ins[1], device="cpu")
+    twin = dx.load_detector(path["efficientnet_b0"], device="cpu")
     twin.name = "efficientnet_b0@retrained"
     twin.metadata["comparison"] = {"accuracy": 0.5, "dataset": "a|b\nc"}
     tables = comparison_tables([lite, effnet, twin])

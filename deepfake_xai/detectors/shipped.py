@@ -7,7 +7,7 @@ from pathlib import Path
 
 SHIPPED_DIR = Path(__file__).with_name("shipped")
 DEFAULT_NAME = "default"
-DEFAULT_FILE = "efficientnet_lite0_faces.safetensors"
+DEFAULT_FILE = "efficientnet_b0_faces.safetensors"
 
 
 def shipped_checkpoints() -> list[Path]:

@@ -16,6 +16,7 @@ import copy
 from pathlib import Path
 
 import numpy as np
+from _common import command_line
 from sources import shared_samples
 
 from deepfake_xai.api import load_detector
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     configure_threads(args.threads)
     donor = load_detector(args.donor, device="cpu")
     student = MAKERS[args.target](donor)
+    made_by = command_line("transplant_from_lite0.py", argv)
+    student.metadata["model_card"] = {"reproduce": f"{made_by} ({student.metadata['init']})"}
     student.save(args.out)
     samples = shared_samples()
     picked = [

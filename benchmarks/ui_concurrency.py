@@ -41,11 +41,12 @@ from deepfake_xai.ui.inspect_tab import INSPECT_BATCH
 
 RESULTS = README.parent / "results" / "ui_concurrency.json"
 SIDES = ("one by one", "batched")
+DETECTOR = "default"
 
 
 def launch(batch: int):
     """The app with the shipped detector and ``inspect_batch=batch``, on a free port."""
-    demo = build_demo(detectors=[dx.load_detector("default")], examples=[], inspect_batch=batch)
+    demo = build_demo(detectors=[dx.load_detector(DETECTOR)], examples=[], inspect_batch=batch)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -58,6 +59,7 @@ def load(
 ) -> dict[str, float]:
     """Every client sends its faces one after another; latency of each request, seconds.
     ``lean`` clients build no TLS context per HTTP call (see the module's docstring)."""
+    name = dx.load_detector(DETECTOR).name  # the app runs the detectors a request names
     connected = [
         gradio_client.Client(url, verbose=False, ssl_verify=not lean) for _ in range(clients)
     ]
@@ -67,11 +69,13 @@ def load(
         for n in range(requests):
             face = faces[(number * requests + n) % len(faces)]
             start = time.perf_counter()
-            client.predict(
-                gradio_client.handle_file(str(face)), ["efficientnet_lite0"], "gradcam",
+            record, *_ = client.predict(
+                gradio_client.handle_file(str(face)), [name], "gradcam",
                 "final", "predicted", 0.5, True, api_name="/inspect",
             )  # fmt: skip
             seconds.append(time.perf_counter() - start)
+            if name not in record.get("detectors", {}):  # an error or no detector run: no timing
+                raise RuntimeError(f"{face.name}: no verdict from {name}: {record}")
         return seconds
 
     start = time.perf_counter()

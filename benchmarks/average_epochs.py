@@ -57,7 +57,11 @@ def average_weights(detectors: list[Detector]) -> Detector:
 def _fit_reliability(checkpoint: Path, split: Path, faces: FaceIndex) -> None:
     """Reliability statistics for ``checkpoint``, fitted as its training run fitted them."""
     training = read_metadata(checkpoint)["training"]
-    degradations = Degradations(p=training["degrade"]) if training["degrade"] else None
+    degradations = (
+        Degradations(p=training["degrade"], chain=training.get("degrade_chain", 0.0))
+        if training["degrade"] or training.get("degrade_chain")
+        else None
+    )
     calibrate(
         checkpoint,
         read_manifest(split),

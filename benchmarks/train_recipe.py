@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--detector", default=DETECTOR, help="the registered detector to train")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--degrade", type=float, default=0.0, metavar="P")
+    parser.add_argument(
+        "--chain", type=float, default=0.0, metavar="P", help="messaging-app chain probability"
+    )
     parser.add_argument("--sd21", action="store_true", help="train with the SD 2.1 train keys")
     parser.add_argument("--self-blend", type=float, default=0.0, metavar="SHARE")
     parser.add_argument("--autoencoder", type=float, default=0.0, metavar="SHARE")
@@ -80,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         epochs=args.epochs,
         image_size=args.image_size,
         degrade=args.degrade,
+        degrade_chain=args.chain,
         faces=True,
         self_blend=args.self_blend,
         autoencoder=args.autoencoder,

@@ -85,7 +85,8 @@ class TrainConfig:
     ``lr=None`` picks 1e-4 when pretrained weights were loaded and 1e-3 from scratch.
     ``monitor`` chooses the best epoch and drives early stopping (``patience`` epochs without
     improvement). ``degrade`` is the probability of each everyday degradation (blur, rescale,
-    JPEG; :class:`~deepfake_xai.degradations.Degradations`) at train time, for both classes.
+    JPEG; :class:`~deepfake_xai.degradations.Degradations`) at train time, for both classes;
+    ``degrade_chain`` that of a messaging app's chain (shrink, JPEG at the small size, enlarge).
     ``faces`` finds each image's face once and frames it as ``analyze`` does (images without a
     face are left out). ``self_blend`` adds self-blended pseudo-fakes (needs ``faces``), as a
     share of the real training images, redrawn every epoch. ``autoencoder`` adds reconstructions
@@ -120,6 +121,7 @@ class TrainConfig:
     pretrained_files: dict[str, str] = field(default_factory=dict)
     augment: bool = True
     degrade: float = 0.0
+    degrade_chain: float = 0.0
     faces: bool = False
     self_blend: float = 0.0
     autoencoder: float = 0.0
@@ -159,8 +161,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
-        if not 0.0 <= self.degrade <= 1.0:
-            raise ValueError(f"degrade is a probability in [0, 1], got {self.degrade}")
+        for name in ("degrade", "degrade_chain"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
         for name in ("self_blend", "autoencoder"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -185,7 +188,10 @@ class TrainConfig:
         """The train-time augmentation, or None when ``augment`` is off."""
         if not self.augment:
             return None
-        return Augmentation(degradations=Degradations(p=self.degrade) if self.degrade else None)
+        degrade = self.degrade or self.degrade_chain
+        return Augmentation(
+            degradations=Degradations(p=self.degrade, chain=self.degrade_chain) if degrade else None
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -41,7 +41,13 @@ def test_the_same_seed_gives_the_same_degradation():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"p": 1.5}, {"blur_sigma": (2.0, 1.0)}, {"scale": (0.5, 1.5)}, {"jpeg_quality": (0, 90)}],
+    [
+        {"p": 1.5},
+        {"chain": 1.5},
+        {"blur_sigma": (2.0, 1.0)},
+        {"scale": (0.5, 1.5)},
+        {"jpeg_quality": (0, 90)},
+    ],
 )
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ValueError):
@@ -81,3 +87,22 @@ def test_self_blend_changes_the_face_and_keeps_the_frame():
     out = self_blend(image, LANDMARKS, np.random.default_rng(1))
     assert out.shape == image.shape and out.dtype == np.uint8
     assert not np.array_equal(out, image)
+
+
+def test_the_chain_encodes_the_small_copy_as_a_messaging_app_does():
+    seen: list[tuple[int, ...]] = []
+
+    def record(small: np.ndarray) -> np.ndarray:
+        seen.append(small.shape)
+        return small
+
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assert rescale(image, 0.5, between=record).shape == image.shape
+    assert seen == [(32, 32, 3)]
+
+    torch.manual_seed(0)
+    chained = Degradations(p=0.0, chain=1.0, scale=(0.5, 0.5), jpeg_quality=(30, 30))
+    out = chained(torch.from_numpy(image).permute(2, 0, 1).contiguous())
+    assert out.shape == (3, 64, 64) and out.dtype == torch.uint8
+    assert not torch.equal(out, torch.from_numpy(image).permute(2, 0, 1))
+    assert chained.to_dict()["chain"] == 1.0

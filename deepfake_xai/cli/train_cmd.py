@@ -58,6 +58,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "JPEG 30-100), real and fake alike (0: off; 0.1-0.5 is useful)",
     )
     parser.add_argument(
+        "--degrade-chain",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability of a messaging app's chain instead: shrink, JPEG at the small size, "
+        "enlarge (the same ranges)",
+    )
+    parser.add_argument(
         "--faces",
         action="store_true",
         help="find each image's face once and frame it as analyze does (no face: left out)",
@@ -118,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         pretrained_files=_pairs(args.pretrained_file),
         augment=not args.no_augment,
         degrade=args.degrade,
+        degrade_chain=args.degrade_chain,
         faces=args.faces,
         self_blend=args.self_blend,
         autoencoder=args.autoencoder,

@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     detector.model.half()
     detector.reliability = detector.reliability.half()
     detector.metadata["trained_on"] = trained_on(split)
+    detector.metadata["init"] = started_from(training_run) or detector.metadata.get("init")
     detector.metadata["training"]["split_file"] = None  # a path on the training machine
     detector.metadata["model_card"] = model_card(detector, evaluation, training_run, args.run)
     path = detector.save(
@@ -117,6 +118,11 @@ def model_card(detector: Detector, evaluation: dict, training_run: dict, run: Pa
     sd = families["sd21 held-out keys"]
     web = families["web real"]
     levers = [f"blur / rescale / JPEG degradations (p {training.get('degrade')} each)"]
+    if training.get("degrade_chain"):
+        levers.append(
+            f"a messaging app's chain instead (shrink, JPEG at the small size, enlarge; "
+            f"p {training['degrade_chain']})"
+        )
     if training.get("self_blend"):
         levers.append(f"self-blended pseudo-fakes ({training['self_blend']:.0%} of the reals)")
     if training.get("autoencoder"):
@@ -144,7 +150,7 @@ def model_card(detector: Detector, evaluation: dict, training_run: dict, run: Pa
             f"(real: FFHQ photos; fake: StyleGAN and Stable Diffusion 2.1 faces), with "
             f"{', '.join(levers)}; faces framed as the app frames them. "
             f"{training.get('epochs_run')} epochs at {training.get('image_size')} px, seed "
-            f"{training.get('seed')}{_averaged(detector)}."
+            f"{training.get('seed')}{_further(detector)}{_averaged(detector)}."
         ),
         "metrics_text": (
             f"On {test['n']} held-out FFHQ / StyleGAN test faces it was right "
@@ -192,7 +198,27 @@ def reproduce_training(training_run: dict) -> str:
     if not start:
         return commands
     made = read_metadata(start).get("model_card", {}).get("reproduce", "not recorded")
-    return f"stage 1 ({start}, made by: {made}); stage 2: {commands}"
+    return f"the start ({start}) was made by: {made}; from it: {commands}"
+
+
+def started_from(training_run: dict) -> str | None:
+    """"fine-tuned from <detector> <fingerprint> (<how that one started>)" when the run
+    started from a trained detector's checkpoint (not a transplant), else None."""
+    start = [*training_run.get("earlier", []), training_run][0].get("init")
+    if not start:
+        return None
+    meta = read_metadata(start)
+    if not meta.get("training"):
+        return None
+    origin = Detector.load(start, device="cpu")
+    earlier = f" ({meta['init']})" if meta.get("init") else ""
+    return f"fine-tuned from {origin.name} {origin.fingerprint}{earlier}"
+
+
+def _further(detector: Detector) -> str:
+    """What the card says of epochs run on top of another trained detector."""
+    init = detector.metadata.get("init") or ""
+    return f", {init.split(' (')[0]}" if init.startswith("fine-tuned from") else ""
 
 
 def _averaged(detector: Detector) -> str:

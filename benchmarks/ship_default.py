@@ -202,7 +202,7 @@ def reproduce_training(training_run: dict) -> str:
 
 
 def started_from(training_run: dict) -> str | None:
-    """"fine-tuned from <detector> <fingerprint> (<how that one started>)" when the run
+    """ "fine-tuned from <detector> <fingerprint> (<how that one started>)" when the run
     started from a trained detector's checkpoint (not a transplant), else None."""
     start = [*training_run.get("earlier", []), training_run][0].get("init")
     if not start:

@@ -29,7 +29,7 @@ from evaluate_recipe import Family, _batches, _score, samples_and_faces
 from deepfake_xai import Detector
 from deepfake_xai.calibration import calibrate
 from deepfake_xai.data import read_manifest
-from deepfake_xai.degradations import Degradations
+from deepfake_xai.degradations import degradations_for
 from deepfake_xai.detectors.checkpoint import read_metadata
 from deepfake_xai.face_index import FaceIndex
 from deepfake_xai.metrics import classification_metrics
@@ -57,11 +57,7 @@ def average_weights(detectors: list[Detector]) -> Detector:
 def _fit_reliability(checkpoint: Path, split: Path, faces: FaceIndex) -> None:
     """Reliability statistics for ``checkpoint``, fitted as its training run fitted them."""
     training = read_metadata(checkpoint)["training"]
-    degradations = (
-        Degradations(p=training["degrade"], chain=training.get("degrade_chain", 0.0))
-        if training["degrade"] or training.get("degrade_chain")
-        else None
-    )
+    degradations = degradations_for(training["degrade"], training.get("degrade_chain", 0.0))
     calibrate(
         checkpoint,
         read_manifest(split),

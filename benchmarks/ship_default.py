@@ -19,7 +19,7 @@ from pathlib import Path
 
 from deepfake_xai import Detector
 from deepfake_xai.data import read_manifest
-from deepfake_xai.detectors.checkpoint import read_metadata
+from deepfake_xai.detectors.checkpoint import file_fingerprint, read_metadata
 from deepfake_xai.detectors.shipped import SHIPPED_DIR
 
 DETECTOR = "efficientnet_lite0"
@@ -210,9 +210,8 @@ def started_from(training_run: dict) -> str | None:
     meta = read_metadata(start)
     if not meta.get("training"):
         return None
-    origin = Detector.load(start, device="cpu")
     earlier = f" ({meta['init']})" if meta.get("init") else ""
-    return f"fine-tuned from {origin.name} {origin.fingerprint}{earlier}"
+    return f"fine-tuned from {meta['detector']} {file_fingerprint(start)}{earlier}"
 
 
 def _further(detector: Detector) -> str:

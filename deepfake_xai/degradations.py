@@ -103,6 +103,12 @@ class Degradations:
         }
 
 
+def degradations_for(p: float, chain: float = 0.0) -> Degradations | None:
+    """The degradations of a training run's ``degrade`` and ``degrade_chain``, or None when
+    both are off."""
+    return Degradations(p=p, chain=chain) if p or chain else None
+
+
 def gaussian_blur(array: np.ndarray, sigma: float) -> np.ndarray:
     """``array`` (H, W, 3 uint8) blurred with a Gaussian of ``sigma`` pixels (0: unchanged)."""
     import cv2

@@ -48,7 +48,7 @@ from .data import (
     subsample,
     write_manifest,
 )
-from .degradations import Degradations
+from .degradations import degradations_for
 from .detectors import Detector, PretrainedWeightsUnavailable, resolve_device
 from .distillation import Distillation
 from .evaluation import autocast, predict_logits
@@ -188,10 +188,7 @@ class TrainConfig:
         """The train-time augmentation, or None when ``augment`` is off."""
         if not self.augment:
             return None
-        degrade = self.degrade or self.degrade_chain
-        return Augmentation(
-            degradations=Degradations(p=self.degrade, chain=self.degrade_chain) if degrade else None
-        )
+        return Augmentation(degradations=degradations_for(self.degrade, self.degrade_chain))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

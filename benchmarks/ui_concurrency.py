@@ -16,15 +16,22 @@ from the app's cores since the clients run in its process. ``--lean-clients`` sk
 (``ssl_verify=False``: nothing is verified on plain http anyway); off by default, so that
 figures stay comparable with earlier runs.
 
+The app runs in the benchmark's process unless ``--app-process``: then each app is a process of
+its own, as a deployed app is (its visitors' browsers do not share its interpreter), and the
+clients no longer hold the app's interpreter lock; they still share its cores.
+
     python benchmarks/ui_concurrency.py --clients 20 --requests 3
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import socket
 import statistics
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,26 +46,82 @@ import deepfake_xai as dx
 from deepfake_xai.ui import build_demo, serve
 from deepfake_xai.ui.inspect_tab import INSPECT_BATCH
 
+try:
+    import psutil  # the bench extra: CPU seconds of the app's process
+except ImportError:
+    psutil = None
+
 RESULTS = README.parent / "results" / "ui_concurrency.json"
 SIDES = ("one by one", "batched")
 DETECTOR = "default"
 
 
 def launch(batch: int):
-    """The app with the shipped detector and ``inspect_batch=batch``, on a free port."""
+    """The app with the shipped detector and ``inspect_batch=batch``, on a free port, in this
+    process: ``(its close function, its address, None)``."""
     demo = build_demo(detectors=[dx.load_detector(DETECTOR)], examples=[], inspect_batch=batch)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     serve(demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
-    return demo, f"http://127.0.0.1:{port}/"
+    return demo.close, f"http://127.0.0.1:{port}/", None
+
+
+def launch_process(batch: int):
+    """The same app in a process of its own: ``(its stop function, its address, its pid)``."""
+    threads = str(torch.get_num_threads())
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(batch), "--threads", threads],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    url = child.stdout.readline().strip()
+    if not url.startswith("http"):
+        child.kill()
+        raise RuntimeError(f"the app process did not start (said {url!r})")
+
+    def stop() -> None:
+        child.terminate()
+        child.wait(30)
+
+    return stop, url, child.pid
+
+
+def serve_here(batch: int, threads: int) -> None:
+    """``--serve``: run the app until terminated, its address on the first line of stdout."""
+    torch.set_num_threads(threads)
+    close, url, _ = launch(batch)
+    print(url, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        close()
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """CPU seconds used so far by process ``pid`` (this one when None)."""
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    if psutil is None:
+        return float("nan")
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def load(
-    url: str, faces: list[Path], clients: int, requests: int, *, lean: bool = False
+    url: str,
+    faces: list[Path],
+    clients: int,
+    requests: int,
+    *,
+    lean: bool = False,
+    app_pid: int | None = None,
 ) -> dict[str, float]:
-    """Every client sends its faces one after another; latency of each request, seconds.
-    ``lean`` clients build no TLS context per HTTP call (see the module's docstring)."""
+    """Every client sends its faces one after another; latency of each request, seconds, and
+    (for an app in process ``app_pid``) the CPU milliseconds per request of the app and of the
+    clients. ``lean`` clients build no TLS context per HTTP call (see the module's docstring)."""
     name = dx.load_detector(DETECTOR).name  # the app runs the detectors a request names
     connected = [
         gradio_client.Client(url, verbose=False, ssl_verify=not lean) for _ in range(clients)
@@ -78,16 +141,22 @@ def load(
                 raise RuntimeError(f"{face.name}: no verdict from {name}: {record}")
         return seconds
 
-    start = time.perf_counter()
+    start, ours = time.perf_counter(), cpu_seconds(None)
+    app = cpu_seconds(app_pid) if app_pid else 0.0
     with ThreadPoolExecutor(clients) as pool:
         latencies = [s for seconds in pool.map(user, range(clients)) for s in seconds]
     wall = time.perf_counter() - start
-    return {
+    answered = len(latencies)
+    measured = {
         "p50": statistics.median(latencies),
         "p95": float(np.percentile(latencies, 95)),
-        "requests_per_s": len(latencies) / wall,
-        "answered": len(latencies),
+        "requests_per_s": answered / wall,
+        "answered": answered,
+        "clients_cpu_ms": 1000 * (cpu_seconds(None) - ours) / answered,
     }
+    if app_pid:
+        measured["app_cpu_ms"] = 1000 * (cpu_seconds(app_pid) - app) / answered
+    return measured
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -98,22 +167,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--note", default="", help="said of the machine (e.g. shared with...)")
     parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
     parser.add_argument("--lean-clients", action="store_true", help="no TLS context per call")
+    parser.add_argument("--app-process", action="store_true", help="each app in its own process")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--serve", type=int, metavar="BATCH", help=argparse.SUPPRESS)
     parser.add_argument("--readme", type=Path, default=README, help="where the block goes")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
     args = parser.parse_args(argv)
+    if args.serve is not None:
+        return serve_here(args.serve, args.threads)
+    torch.set_num_threads(args.threads)
     faces = sorted((FACES / "val" / "real").glob("*.jpg"))[:30]
     faces += sorted((FACES / "val" / "fake").glob("*.jpg"))[:30]
     batches = {"one by one": 1, "batched": args.batch}
-    apps = {name: launch(batches[name]) for name in SIDES if name in args.sides}
+    start = launch_process if args.app_process else launch
+    apps = {name: start(batches[name]) for name in SIDES if name in args.sides}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in apps}
     order = [*apps, *reversed(apps)]  # ABBA, or AA for one side
     try:
         for name in order:
-            url = apps[name][1]
-            runs[name].append(load(url, faces, args.clients, args.requests, lean=args.lean_clients))
+            _, url, pid = apps[name]
+            lean = args.lean_clients
+            runs[name].append(load(url, faces, args.clients, args.requests, lean=lean, app_pid=pid))
     finally:
-        for demo, _ in apps.values():
-            demo.close()
+        for stop, _, _ in apps.values():
+            stop()
     sides = {
         name: {k: statistics.mean(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()
     }
@@ -127,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
         "requests": args.requests,
         "batch": args.batch,
         "lean_clients": args.lean_clients,
+        "app_process": args.app_process,
         "sides": sides,
     }
     write_json(args.results, results)
@@ -136,7 +214,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def readme_lines(results: dict) -> list[str]:
     sides = results["sides"]
-    clients = "lean clients (no TLS context per call)" if results.get("lean_clients") else ""
+    notes = ["lean clients (no TLS context per call)"] * bool(results.get("lean_clients"))
+    notes += ["each app in a process of its own"] * bool(results.get("app_process"))
+    clients = "; ".join(notes)
     lines = [
         "## The app under concurrent users",
         "",
@@ -156,13 +236,15 @@ def readme_lines(results: dict) -> list[str]:
         f"Machine: {results['machine']}; load average {results['load_average']:.1f} at the end. "
         f"Measured {results['date']}.",
         "",
-        "| app | p50 s | p95 s | requests / s | answered |",
-        "|---|---:|---:|---:|---:|",
+        "| app | p50 s | p95 s | requests / s | answered | CPU ms per request: app | clients |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, side in sides.items():
+        app, clients = side.get("app_cpu_ms", math.nan), side.get("clients_cpu_ms", math.nan)
         lines.append(
             f"| {name} | {side['p50']:.2f} | {side['p95']:.2f} | {side['requests_per_s']:.2f} "
-            f"| {side['answered']:.0f} |"
+            f"| {side['answered']:.0f} | {'-' if math.isnan(app) else f'{app:.0f}'} "
+            f"| {clients:.0f}{'' if results.get('app_process') else ' (app included)'} |"
         )
     if len(sides) < 2:
         return lines

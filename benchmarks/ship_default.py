@@ -197,7 +197,11 @@ def reproduce_training(training_run: dict) -> str:
     start = runs[0].get("init")
     if not start:
         return commands
-    made = read_metadata(start).get("model_card", {}).get("reproduce", "not recorded")
+    meta = read_metadata(start)
+    made = meta.get("model_card", {}).get("reproduce")
+    if not made:
+        record = recipe_record(meta)
+        made = reproduce_training(record) if record else "not recorded"
     return f"the start ({start}) was made by: {made}; from it: {commands}"
 
 
@@ -210,8 +214,19 @@ def started_from(training_run: dict) -> str | None:
     meta = read_metadata(start)
     if not meta.get("training"):
         return None
-    earlier = f" ({meta['init']})" if meta.get("init") else ""
-    return f"fine-tuned from {meta['detector']} {file_fingerprint(start)}{earlier}"
+    record = None if meta.get("model_card") else recipe_record(meta)
+    earlier = started_from(record) if record else meta.get("init")
+    return f"fine-tuned from {meta['detector']} {file_fingerprint(start)}" + (
+        f" ({earlier})" if earlier else ""
+    )
+
+
+def recipe_record(meta: dict) -> dict | None:
+    """The ``train.json`` of the recipe run that wrote a training checkpoint (one not packaged
+    by this script, so without a model card), found beside the split file it records."""
+    split = meta.get("training", {}).get("split_file")
+    record = Path(split).with_name("train.json") if split else None
+    return json.loads(record.read_text()) if record and record.is_file() else None
 
 
 def _further(detector: Detector) -> str:

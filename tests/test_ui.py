@@ -502,6 +502,26 @@ def test_inspect_json_carries_the_reliability_signal(fitted, tmp_path):
         demo.close()
 
 
+def test_warm_up_runs_every_detector_on_a_drawn_face_and_keeps_nothing(demo, monkeypatch):
+    from deepfake_xai.ui import inspect_tab
+
+    explained = []
+    real_explain = inspect_tab.explain
+
+    def counting(detector, faces, **kwargs):
+        explained.append((detector.name, kwargs["method"]))
+        return real_explain(detector, faces, **kwargs)
+
+    monkeypatch.setattr(inspect_tab, "explain", counting)
+    downloads = Path(demo.work_dir) / "downloads"
+    before = set(downloads.iterdir()) if downloads.exists() else set()
+    assert demo.warm_up() > 0
+    # each detector: the heatmap shown, then the saliency cross-check
+    assert explained == [(name, method) for name in NAMES for method in ("gradcam", "saliency")]
+    assert (set(downloads.iterdir()) if downloads.exists() else set()) == before
+    assert not list(Path(demo.work_dir).glob("warm-up-*"))
+
+
 def test_inspect_only_the_chosen_detector(client, synth):
     result = inspect(client, synth / "real" / first(synth, "real"), detectors=["mobilenetv2_100"])
     assert list(result[0]["detectors"]) == ["mobilenetv2_100"]

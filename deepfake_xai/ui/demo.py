@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -40,6 +41,7 @@ MODEL_GROUP = "detectors"
 CHECK_GROUP = "upload-checks"  # decoding a dropped file before "Analyse"
 QUEUE_SIZE = 32  # requests waiting for the detectors (the one running is not counted)
 MAX_UPLOAD = "200mb"
+log = logging.getLogger(__name__)
 CACHE_SECONDS = (3600, 7200)  # Gradio deletes uploaded files older than 2 h, checking hourly
 
 
@@ -178,7 +180,7 @@ def build_demo(
             gr.Markdown(DEMO_BANNER, elem_classes=["demo-banner"], elem_id="demo-banner")
         with gr.Tabs() as tabs:
             with gr.Tab("Inspect one image", id="inspect"):
-                build_inspect_tab(
+                warm_up = build_inspect_tab(
                     models.detectors, explainers, shown, faces, work_dir, MODEL_GROUP, tabs,
                     limits=limits, check_group=CHECK_GROUP, max_batch=inspect_batch,
                     compare_by_default=named,
@@ -199,11 +201,14 @@ def build_demo(
     weakref.finalize(demo, shutil.rmtree, work_dir, ignore_errors=True)
     atexit.register(_delete_cached, demo.temp_file_sets)  # at exit only: apps may share them
     demo.work_dir = work_dir  # where runs and downloads live (deleted when the app stops)
+    demo.warm_up = warm_up  # serve() runs it before the first visitor comes
     return demo
 
 
-def serve(demo: gr.Blocks, **launch_kwargs: Any) -> Any:
-    """``demo.launch`` with the app's upload cap, theme and styles (overridable by keyword)."""
+def serve(demo: gr.Blocks, *, warm_up: bool = True, **launch_kwargs: Any) -> Any:
+    """``demo.launch`` with the app's upload cap, theme and styles (overridable by keyword),
+    after answering one drawn face (``warm_up``), so that the first visitor does not pay for
+    what a process does once (see :func:`~deepfake_xai.ui.inspect_tab.warm_up`)."""
     settings: dict[str, Any] = {
         "max_file_size": MAX_UPLOAD,
         "theme": gr.themes.Soft(),
@@ -213,6 +218,8 @@ def serve(demo: gr.Blocks, **launch_kwargs: Any) -> Any:
     settings.update(launch_kwargs)
     if not settings.get("prevent_thread_lock"):
         _stop_on_sigterm()
+    if warm_up and getattr(demo, "warm_up", None):
+        log.info("warmed up in %.1f s", demo.warm_up())
     return demo.launch(**settings)
 
 

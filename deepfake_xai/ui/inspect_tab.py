@@ -305,8 +305,9 @@ def warm_up(slots: Sequence[Slot], work_dir: Path, faces: bool) -> float:
     """Answer one drawn face with every detector, the face search included, and return the
     seconds it took. What a process pays once (ONNX Runtime's session and, on a fresh machine,
     its export; the first eager backward pass; the face networks; pyplot, which Gradio imports
-    around the first event) is then paid at start-up: the first visitor's photo took 0.8 s
-    instead of 0.16 s on 2 idle cores with the export cached."""
+    around the first event) is then paid at start-up: through ``gradio_client`` on 2 idle cores,
+    with the export cached, the first request took 0.45 s instead of 1.10 s
+    (``benchmarks/ui_first_visit.py``)."""
     import matplotlib
 
     from ..synthetic import draw_face

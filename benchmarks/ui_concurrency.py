@@ -46,11 +46,6 @@ import deepfake_xai as dx
 from deepfake_xai.ui import build_demo, serve
 from deepfake_xai.ui.inspect_tab import INSPECT_BATCH
 
-try:
-    import psutil  # the bench extra: CPU seconds of the app's process
-except ImportError:
-    psutil = None
-
 RESULTS = README.parent / "results" / "ui_concurrency.json"
 SIDES = ("one by one", "batched")
 DETECTOR = "default"
@@ -104,8 +99,8 @@ def cpu_seconds(pid: int | None) -> float:
     if pid is None:
         times = os.times()
         return times.user + times.system
-    if psutil is None:
-        return float("nan")
+    import psutil  # the bench extra
+
     times = psutil.Process(pid).cpu_times()
     return times.user + times.system
 

@@ -502,7 +502,9 @@ def test_inspect_json_carries_the_reliability_signal(fitted, tmp_path):
         demo.close()
 
 
-def test_warm_up_runs_every_detector_on_a_drawn_face_and_keeps_nothing(demo, monkeypatch):
+def test_warm_up_runs_the_first_chosen_detectors_on_a_drawn_face_and_keeps_nothing(
+    demo, monkeypatch
+):
     from deepfake_xai.ui import inspect_tab
 
     explained = []
@@ -516,7 +518,8 @@ def test_warm_up_runs_every_detector_on_a_drawn_face_and_keeps_nothing(demo, mon
     downloads = Path(demo.work_dir) / "downloads"
     before = set(downloads.iterdir()) if downloads.exists() else set()
     assert demo.warm_up() > 0
-    # each detector: the heatmap shown, then the saliency cross-check
+    # the detectors named to build_demo are all chosen at first: for each, the heatmap shown,
+    # then the saliency cross-check
     assert explained == [(name, method) for name in NAMES for method in ("gradcam", "saliency")]
     assert (set(downloads.iterdir()) if downloads.exists() else set()) == before
     assert not list(Path(demo.work_dir).glob("warm-up-*"))

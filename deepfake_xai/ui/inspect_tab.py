@@ -298,16 +298,16 @@ def build_inspect_tab(
         batch=True,
         max_batch_size=max_batch,
     )
-    return lambda: warm_up(slots, Path(work_dir), faces)
+    return lambda: warm_up(slots, first_chosen, Path(work_dir), faces)
 
 
-def warm_up(slots: Sequence[Slot], work_dir: Path, faces: bool) -> float:
-    """Answer one drawn face with every detector, the face search included, and return the
-    seconds it took. What a process pays once (ONNX Runtime's session and, on a fresh machine,
-    its export; the first eager backward pass; the face networks; pyplot, which Gradio imports
-    around the first event) is then paid at start-up: through ``gradio_client`` on 2 idle cores,
-    with the export cached, the first request took 0.45 s instead of 1.10 s
-    (``benchmarks/ui_first_visit.py``)."""
+def warm_up(slots: Sequence[Slot], chosen: Sequence[str], work_dir: Path, faces: bool) -> float:
+    """Answer one drawn face with the detectors ``chosen`` when the page opens, the face search
+    included, and return the seconds it took. What a process pays once (ONNX Runtime's session
+    and, on a fresh machine, its export; the first eager backward pass; the face networks;
+    pyplot, which Gradio imports around the first event) is then paid at start-up: through
+    ``gradio_client`` on 2 idle cores, with the export cached, the first request took 0.45 s
+    instead of 1.10 s (``benchmarks/ui_first_visit.py``)."""
     import matplotlib
 
     from ..synthetic import draw_face
@@ -321,8 +321,7 @@ def warm_up(slots: Sequence[Slot], work_dir: Path, faces: bool) -> float:
         if faces:
             _faces(picture, True)
         upload = {"path": str(path), "orig_name": path.name}
-        chosen = [slot.detector.name for slot in slots]
-        request = (upload, chosen, "gradcam", "final", "predicted", 0.5, False)
+        request = (upload, list(chosen), "gradcam", "final", "predicted", 0.5, False)
         archive = inspect_many(slots, [request], work_dir)[0][1]
         if archive:
             shutil.rmtree(Path(archive).parent, ignore_errors=True)

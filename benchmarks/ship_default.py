@@ -197,10 +197,9 @@ def reproduce_training(training_run: dict) -> str:
     start = runs[0].get("init")
     if not start:
         return commands
-    meta = read_metadata(start)
+    meta, record = _start(start)
     made = meta.get("model_card", {}).get("reproduce")
     if not made:
-        record = recipe_record(meta)
         made = reproduce_training(record) if record else "not recorded"
     return f"the start ({start}) was made by: {made}; from it: {commands}"
 
@@ -211,22 +210,23 @@ def started_from(training_run: dict) -> str | None:
     start = [*training_run.get("earlier", []), training_run][0].get("init")
     if not start:
         return None
-    meta = read_metadata(start)
+    meta, record = _start(start)
     if not meta.get("training"):
         return None
-    record = None if meta.get("model_card") else recipe_record(meta)
     earlier = started_from(record) if record else meta.get("init")
     return f"fine-tuned from {meta['detector']} {file_fingerprint(start)}" + (
         f" ({earlier})" if earlier else ""
     )
 
 
-def recipe_record(meta: dict) -> dict | None:
-    """The ``train.json`` of the recipe run that wrote a training checkpoint (one not packaged
-    by this script, so without a model card), found beside the split file it records."""
-    split = meta.get("training", {}).get("split_file")
+def _start(path: str) -> tuple[dict, dict | None]:
+    """A start checkpoint's metadata and, for a recipe run's own checkpoint (one not packaged
+    by this script, so without a model card), that run's ``train.json``, found beside the
+    split file the checkpoint records."""
+    meta = read_metadata(path)
+    split = None if meta.get("model_card") else meta.get("training", {}).get("split_file")
     record = Path(split).with_name("train.json") if split else None
-    return json.loads(record.read_text()) if record and record.is_file() else None
+    return meta, json.loads(record.read_text()) if record and record.is_file() else None
 
 
 def _further(detector: Detector) -> str:

@@ -208,8 +208,8 @@ def build_demo(
 def serve(demo: gr.Blocks, *, warm_up: bool = True, **launch_kwargs: Any) -> Any:
     """``demo.launch`` with the app's upload cap, theme and styles (overridable by keyword),
     after answering one drawn face with the detectors a visitor gets at first (``warm_up``),
-    so that the first visitor does not pay for
-    what a process does once (see :func:`~deepfake_xai.ui.inspect_tab.warm_up`)."""
+    so that the first visitor does not pay for what a process does once (see
+    :func:`~deepfake_xai.ui.inspect_tab.warm_up`)."""
     settings: dict[str, Any] = {
         "max_file_size": MAX_UPLOAD,
         "theme": gr.themes.Soft(),

@@ -57,8 +57,12 @@ def add_output_args(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def machine() -> str:
-    """``"<arch>, <n> CPU cores"``, for the record."""
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores"
+    """``"<arch>, <n> CPU cores"`` (and the GPU where torch sees one), for the record."""
+    cores = f"{platform.machine()}, {os.cpu_count()} CPU cores"
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return f"{cores}, {torch.cuda.get_device_name(0)} (torch {torch.__version__})"
+    return cores
 
 
 def load_average() -> str:

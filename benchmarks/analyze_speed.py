@@ -12,6 +12,9 @@ process, ``Engine.run`` alone on the same faces decoded beforehand (the issue's 
   crops, decoding in threads).
 
     python benchmarks/analyze_speed.py --rounds 3
+
+``--device cuda`` runs both sides and the engine on the GPU (``benchmarks/gpu_check.sh``); the
+CPU-only settings then change nothing on either side.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ def worker(config: dict) -> dict:
                 progress=False,
                 batch_size=32,
                 threads=config["threads"],
+                device=config["device"],
                 out=out,
             )
             seconds.append(time.perf_counter() - start)
@@ -78,7 +82,7 @@ def worker(config: dict) -> dict:
     from deepfake_xai.preprocessing import to_uint8_tensor
 
     batch = torch.stack([to_uint8_tensor(load_image(p)) for p in paths])
-    engine = dx.Engine(["default"], device="cpu")
+    engine = dx.Engine(["default"], device=config["device"])
     engine.run(batch[:32])
     start = time.perf_counter()
     for i in range(0, len(batch), 32):
@@ -90,6 +94,7 @@ def worker(config: dict) -> dict:
         "second_call_images_per_s": count / seconds[1],
         "engine_images_per_s": count / engine_s,
         "faces_found": found,
+        "device_name": torch.cuda.get_device_name(0) if engine.device.type == "cuda" else "cpu",
     }
 
 
@@ -114,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     add_output_args(parser, "analyze_speed")
     args = parser.parse_args(argv)
     if args.worker:
@@ -124,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     for round_ in range(args.rounds):
         for side in ("before", "after"):
             config = {"side": side, "round": round_, "data": str(args.data)}
-            row = run({**config, "images": args.images, "threads": args.threads})
+            row = run(
+                {**config, "images": args.images, "threads": args.threads, "device": args.device}
+            )
             print(row, flush=True)
             rows.append(row)
     ok = [r for r in rows if "error" not in r]
@@ -161,17 +169,18 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(
             f"| {side} | {a:.1f} | {e:.1f} | {a / e:.2f} | {second:.1f} | {second / e:.2f} |"
         )
+    device = next((r["device_name"] for r in ok), args.device)
     update_readme_section(
         args.readme,
         "analyze_speed",
         [
             f"Command: `{report['command']}`",
             "",
-            f"Machine: {report['machine']}, {args.threads} torch thread(s); {args.images} shared "
-            f"faces, faces found first, the shipped detector, final-layer Grad-CAM, start-up "
-            f"included; medians of {args.rounds} interleaved rounds; load average "
-            f"{report['load_before']} before and {report['load_after']} after (the cores were "
-            f"shared with other jobs). Measured {report['date']}.",
+            f"Machine: {report['machine']}, {device}, {args.threads} torch thread(s); "
+            f"{args.images} shared faces, faces found first, the shipped detector, final-layer "
+            f"Grad-CAM, start-up included; medians of {args.rounds} interleaved rounds; load "
+            f"average {report['load_before']} before and {report['load_after']} after "
+            f"(the cores were shared with other jobs). Measured {report['date']}.",
             "",
             *lines,
             "",

@@ -19,13 +19,18 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
 
 from deepfake_xai.data import Sample, carve_split, discover, write_manifest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+# ``$DEEPFAKE_XAI_SHARED_DATA`` points elsewhere (a subset carried to a GPU machine).
+SHARED = Path(
+    os.environ.get("DEEPFAKE_XAI_SHARED_DATA")
+    or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 FACES = SHARED / "faces-140k-sample"
 SD21 = SHARED / "sdfd-sd21"
 WEB_REAL = SHARED / "web-real"

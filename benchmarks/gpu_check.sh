@@ -28,6 +28,7 @@ SOURCE_ONLY="grad-cam==1.5.7"  # pure Python, published as a source archive: bui
 
 pack() {
     local python=${PYTHON:-.venv/bin/python}
+    mkdir -p .git/info
     grep -qx "/$CARRY/" .git/info/exclude 2>/dev/null || echo "/$CARRY/" >>.git/info/exclude
     rm -rf "$CARRY" && mkdir -p "$CARRY/wheels" "$CARRY/data/faces-140k-sample"
     # shellcheck disable=SC2086

@@ -13,6 +13,7 @@ import os
 import platform
 import re
 import shlex
+import socket
 import sys
 from pathlib import Path
 
@@ -54,6 +55,21 @@ def add_output_args(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / f"{name}.json")
     parser.add_argument("--readme", type=Path, default=README)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+
+
+def serve_locally(demo, **kwargs) -> str:
+    """Serve the Gradio app ``demo`` through ``deepfake_xai.ui.serve`` on a free local port,
+    without blocking (``kwargs`` go to ``serve``); returns its address."""
+    from deepfake_xai.ui import serve
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    serve(
+        demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
+        **kwargs,
+    )  # fmt: skip
+    return f"http://127.0.0.1:{port}/"
 
 
 def machine() -> str:

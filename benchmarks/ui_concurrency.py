@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,11 +38,18 @@ from pathlib import Path
 import gradio_client
 import numpy as np
 import torch
-from _common import README, command_line, machine, update_readme_section, write_json
+from _common import (
+    README,
+    command_line,
+    machine,
+    serve_locally,
+    update_readme_section,
+    write_json,
+)
 from sources import FACES
 
 import deepfake_xai as dx
-from deepfake_xai.ui import build_demo, serve
+from deepfake_xai.ui import build_demo
 from deepfake_xai.ui.inspect_tab import INSPECT_BATCH
 
 RESULTS = README.parent / "results" / "ui_concurrency.json"
@@ -55,11 +61,7 @@ def launch(batch: int):
     """The app with the shipped detector and ``inspect_batch=batch``, on a free port, in this
     process: ``(its close function, its address, None)``."""
     demo = build_demo(detectors=[dx.load_detector(DETECTOR)], examples=[], inspect_batch=batch)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    serve(demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
-    return demo.close, f"http://127.0.0.1:{port}/", None
+    return demo.close, serve_locally(demo), None
 
 
 def launch_process(batch: int):
@@ -211,7 +213,7 @@ def readme_lines(results: dict) -> list[str]:
     sides = results["sides"]
     notes = ["lean clients (no TLS context per call)"] * bool(results.get("lean_clients"))
     notes += ["each app in a process of its own"] * bool(results.get("app_process"))
-    clients = "; ".join(notes)
+    noted = "; ".join(notes)
     lines = [
         "## The app under concurrent users",
         "",
@@ -224,7 +226,7 @@ def readme_lines(results: dict) -> list[str]:
             if len(sides) > 1
             else f"twice against the app ({next(iter(sides))}, up to {results['batch']})"
         )
-        + (f"; {clients}." if clients else "."),
+        + (f"; {noted}." if noted else "."),
         "",
         f"Command: `{results['command']}`",
         "",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from _common import (
     command_line,
     load_average,
     machine,
+    serve_locally,
     update_readme_section,
     write_json,
 )
@@ -38,20 +38,14 @@ def worker(warm_up: bool, requests: int) -> dict:
     import gradio_client
 
     import deepfake_xai as dx
-    from deepfake_xai.ui import build_demo, serve
+    from deepfake_xai.ui import build_demo
 
     detector = dx.load_detector("default")
     demo = build_demo(detectors=[detector], examples=[])
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     start = time.perf_counter()
-    serve(
-        demo, warm_up=warm_up, prevent_thread_lock=True, server_name="127.0.0.1",
-        server_port=port, quiet=True,
-    )  # fmt: skip
+    url = serve_locally(demo, warm_up=warm_up)
     served = time.perf_counter() - start
-    client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+    client = gradio_client.Client(url, verbose=False)
     seconds = []
     for face in sorted((FACES / "val" / "fake").glob("*.jpg"))[:requests]:
         start = time.perf_counter()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import tempfile
 import time
@@ -33,12 +32,19 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import torch
-from _common import README, command_line, machine, update_readme_section, write_json
+from _common import (
+    README,
+    command_line,
+    machine,
+    serve_locally,
+    update_readme_section,
+    write_json,
+)
 
 import deepfake_xai as dx
 from deepfake_xai.engine import explain
 from deepfake_xai.synthetic import generate_dataset
-from deepfake_xai.ui import build_demo, serve
+from deepfake_xai.ui import build_demo
 
 NAMES = ("efficientnet_b0", "mobilenetv2_100")
 ARGS = (list(NAMES), "gradcam", "final", "fake", 0.5, False)
@@ -67,11 +73,7 @@ def launch(demo: gr.Blocks):
     """Serve ``demo`` on a free local port; a client for it."""
     from gradio_client import Client
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    serve(demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
-    return Client(f"http://127.0.0.1:{port}/", verbose=False)
+    return Client(serve_locally(demo), verbose=False)
 
 
 def floor_app(answer: list) -> gr.Blocks:

@@ -104,8 +104,7 @@ class Engine:
         )
         if self.channels_last:
             for detector in self.detectors:
-                if not _in_channels_last(detector.model):  # walking the modules costs ~5 ms
-                    detector.model.to(memory_format=torch.channels_last)
+                detector.use_channels_last()
         self.method, self.cam_method, self._explainers = self._resolve_method(method, method_kwargs)
         self.compiled = compiled
         self.compile_seconds = 0.0
@@ -321,15 +320,6 @@ class Engine:
             f"Engine(detectors={names}, method={self.method!r}, layers={list(self.layers)}, "
             f"device={self.device}, amp={self.amp}, channels_last={self.channels_last})"
         )
-
-
-def _in_channels_last(model: torch.nn.Module) -> bool:
-    """Whether every 4-D parameter of ``model`` is stored channels_last already."""
-    return all(
-        p.is_contiguous(memory_format=torch.channels_last)
-        for p in model.parameters()
-        if p.ndim == 4
-    )
 
 
 def _probabilities(logits: torch.Tensor) -> torch.Tensor:

@@ -238,7 +238,7 @@ class _Entry:
         self.paths: dict[tuple, OnnxFeatures | OnnxUnavailable] = {}
 
 
-_CACHE: weakref.WeakKeyDictionary[nn.Module, _Entry] = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[object, _Entry] = weakref.WeakKeyDictionary()
 _CACHE_LOCK = threading.Lock()
 _SESSIONS: dict[tuple[Path, int], OnnxFeatures] = {}
 """Sessions by export file and thread count, shared by every detector object with the same
@@ -256,18 +256,22 @@ def onnx_features(detector: Detector, observed: Sequence[str] = ()) -> tuple[Onn
         OnnxUnavailable: onnxruntime does not import, the export failed or the session did.
     """
     key = (type(detector), tuple(observed), torch.get_num_threads())
-    token = _weights_token(detector.model)
+    owner, token = _owner(detector)
     with _CACHE_LOCK:
-        entry = _CACHE.get(detector.model)
+        entry = _CACHE.get(owner)
         if entry is None or entry.token != token:
-            entry = _CACHE[detector.model] = _Entry(token)
+            entry = _CACHE[owner] = _Entry(token)
         found = entry.paths.get(key)
         if isinstance(found, OnnxFeatures):
             return found, False
         if found is not None:
             raise found
         try:
-            entry.digest = entry.digest or weights_digest(detector.model)
+            entry.digest = (
+                entry.digest
+                or (detector.known_digests.get("onnx") if owner is detector else None)
+                or weights_digest(detector.model)
+            )
             features, made = _build(detector, key[1], key[2], entry.digest)
         except OnnxUnavailable as exc:
             log.warning(
@@ -320,13 +324,21 @@ def _open(detector: Detector, observed: tuple[str, ...], threads: int, path: Pat
 def forget(detector: Detector, reason: BaseException) -> None:
     """Remember that running ``detector``'s session failed, so later passes run eagerly."""
     with _CACHE_LOCK:
-        entry = _CACHE.get(detector.model)
+        entry = _CACHE.get(_owner(detector)[0])
         if entry is not None:
             for key, features in list(_SESSIONS.items()):
                 if features in entry.paths.values():
                     del _SESSIONS[key]
             failure = OnnxUnavailable(f"run failed: {type(reason).__name__}: {reason}")
             entry.paths = dict.fromkeys(entry.paths, failure)
+
+
+def _owner(detector: Detector) -> tuple[object, tuple]:
+    """What the process's paths of ``detector`` are kept under, and its weights token: the
+    network once built, else the detector (its weights are the checkpoint's until then)."""
+    if detector.is_built:
+        return detector.model, _weights_token(detector.model)
+    return detector, ()
 
 
 def _weights_token(model: nn.Module) -> tuple:

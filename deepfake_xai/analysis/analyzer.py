@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..detectors import Detector, resolve_device
+from ..detectors.checkpoint import tensors_digest
 from ..explainers.base import TARGETS, heatmap_layers
 from ..paths import display_path, path_to_text
 from ..registry import EXPLAINERS
@@ -441,10 +442,11 @@ def detector_config(detector: Detector) -> dict[str, Any]:
     """The detector's config plus digests of its weights and of its reliability statistics,
     if any (so a resume cannot mix models, nor verdicts made with other statistics)."""
     config = {k: v for k, v in detector.config().items() if k != "package_version"}
-    config["weights_sha256"] = _tensors_digest(detector.model.state_dict())
+    known = None if detector.is_built else detector.known_digests.get("state")
+    config["weights_sha256"] = known or tensors_digest(detector.model.state_dict())
     if detector.reliability is not None:
         tensors, settings = detector.reliability.to_checkpoint()
-        config["reliability_sha256"] = _tensors_digest(tensors, settings)
+        config["reliability_sha256"] = tensors_digest(tensors, settings)
     return config
 
 
@@ -463,17 +465,6 @@ def model_version(detector: Detector) -> dict[str, Any]:
             "min_jpeg_quality": reliability.min_jpeg_quality,
         }
     return {"fingerprint": detector.fingerprint, "reliability": settings}
-
-
-def _tensors_digest(tensors: Mapping[str, torch.Tensor], settings: Any = None) -> str:
-    """SHA-256 over named tensors' bytes (and JSON ``settings``, when given)."""
-    digest = hashlib.sha256()
-    if settings is not None:
-        digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    for key, tensor in tensors.items():
-        digest.update(key.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
 
 
 def summarise(
@@ -546,7 +537,7 @@ def _plain(value: Any) -> Any:
 
 
 def versions() -> dict[str, str]:
-    import timm
+    from importlib import metadata
 
     from .. import __version__
 
@@ -554,7 +545,7 @@ def versions() -> dict[str, str]:
         "deepfake_xai": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "timm": timm.__version__,
+        "timm": metadata.version("timm"),  # importing timm costs a second
         "numpy": np.__version__,
     }
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -139,6 +140,9 @@ def autocast_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16
 
 
+_BUILD_LOCK = threading.RLock()
+
+
 class Detector:
     """A binary real/fake classifier with one logit (sigmoid = P(fake)).
 
@@ -147,13 +151,18 @@ class Detector:
     and :meth:`head`. ``cam_layers`` maps names such as ``"final"`` and ``"mid"`` to module
     paths inside :attr:`model`; ``"final"`` must be the layer whose output :meth:`features`
     returns.
+
+    ``model`` may also be a callable that builds the network: it is called the first time
+    :attr:`model` is used (:mod:`deepfake_xai.detectors.deferred` loads checkpoints so, since
+    their ONNX Runtime pass needs no torch network). Until then ``served_head``, where set,
+    computes :meth:`head`, and ``known_digests`` holds digests of the weights as loaded.
     """
 
     labels: tuple[str, str] = LABELS
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | Callable[[], nn.Module],
         *,
         name: str,
         architecture: str,
@@ -171,7 +180,11 @@ class Detector:
         problems = normalization_problems(mean, std)
         if problems:
             raise ValueError(f"{name}: " + "; ".join(problems))
-        self.model = model
+        self._model: nn.Module | None = None
+        self._build_model: Callable[[], nn.Module] | None = None
+        self._channels_last = False
+        self.served_head: nn.Module | None = None
+        self.known_digests: dict[str, str] = {}
         self.name = name
         self.architecture = architecture
         self.cam_layers = dict(cam_layers)
@@ -182,10 +195,52 @@ class Detector:
         self.checkpoint: str | None = None  # where the weights were loaded from, if anywhere
         self.fingerprint: str | None = None  # SHA-256 (12 hex digits) of that checkpoint file
         self.reliability: Reliability | None = None  # fitted statistics: ood_score, "uncertain"
+        if isinstance(model, nn.Module):
+            self._adopt(model)
+        else:
+            self._build_model = model
+        self.to(device)
+
+    # -- the network ----------------------------------------------------------------------
+    @property
+    def model(self) -> nn.Module:
+        """The torch network, built on first use where the detector was given a builder."""
+        if self._model is None:
+            with _BUILD_LOCK:
+                if self._model is None:
+                    device = self._device
+                    self._adopt(self._build_model())
+                    self._build_model = None
+                    self.model.to(device)
+                    if self._channels_last:
+                        self.model.to(memory_format=torch.channels_last)
+        return self._model
+
+    @model.setter
+    def model(self, model: nn.Module) -> None:
+        self._model = model
+        self._build_model = None
+
+    @property
+    def is_built(self) -> bool:
+        """Whether the torch network exists (False until a deferred detector needs it)."""
+        return self._model is not None
+
+    def _adopt(self, model: nn.Module) -> None:
+        self.model = model
         for path in self.cam_layers.values():
             self.module(path)
-        self.model.eval().requires_grad_(False)
-        self.to(device)
+        model.eval().requires_grad_(False)
+
+    def use_channels_last(self) -> None:
+        """Store the network's weights channels_last (now, or when it is built)."""
+        self._channels_last = True
+        if self.is_built and not all(
+            p.is_contiguous(memory_format=torch.channels_last)  # walking costs ~5 ms
+            for p in self.model.parameters()
+            if p.ndim == 4
+        ):
+            self.model.to(memory_format=torch.channels_last)
 
     # -- model protocol -------------------------------------------------------------------
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -194,6 +249,8 @@ class Detector:
 
     def head(self, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logit (B,), embedding (B, D))`` from the final feature map."""
+        if not self.is_built and self.served_head is not None:
+            return self.served_head(fmap)
         embedding = self.model.forward_head(fmap, pre_logits=True)
         logit = self.model.get_classifier()(embedding)
         return logit.reshape(-1), embedding
@@ -212,11 +269,19 @@ class Detector:
 
     @property
     def device(self) -> torch.device:
+        if not self.is_built:
+            return self._device
         param = next(self.model.parameters(), None)
         return param.device if param is not None else torch.device("cpu")
 
     def to(self, device: str | torch.device) -> Detector:
-        self.model.to(resolve_device(device))
+        resolved = resolve_device(device)
+        if self.is_built:
+            self.model.to(resolved)
+        else:
+            self._device = resolved
+            if self.served_head is not None:
+                self.served_head.to(resolved)
         return self
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
@@ -318,8 +383,9 @@ class Detector:
         self.mean = tuple(float(m) for m in config["mean"])
         self.std = tuple(float(s) for s in config["std"])
         self.cam_layers = dict(config.get("cam_layers", self.cam_layers))
-        for path in self.cam_layers.values():
-            self.module(path)
+        if self.is_built:  # a deferred network checks its layers when it is built
+            for path in self.cam_layers.values():
+                self.module(path)
         reserved = {
             "detector",
             "architecture",

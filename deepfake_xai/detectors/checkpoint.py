@@ -28,6 +28,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..reliability import Reliability, split_tensors
+from .deferred import load_deferred, remember
 
 if TYPE_CHECKING:
     from .base import Detector
@@ -361,9 +362,26 @@ def load_checkpoint(
             state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot read the weights ({plain_text(exc)})") from exc
-    detector = build_detector(config, state, origin=str(path), device=device)
-    detector.fingerprint = file_fingerprint(path)
+    fingerprint = file_fingerprint(path)
+    detector = load_deferred(
+        config, state, fingerprint=fingerprint, origin=str(path), device=device
+    )
+    if detector is None:  # not loaded before: built now, and remembered for the next load
+        detector = build_detector(config, state, origin=str(path), device=device)
+        detector.fingerprint = fingerprint
+        remember(detector)
     return detector
+
+
+def tensors_digest(tensors: Mapping[str, torch.Tensor], settings: Any = None) -> str:
+    """SHA-256 over named tensors' bytes (and JSON ``settings``, when given)."""
+    digest = hashlib.sha256()
+    if settings is not None:
+        digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    for key, tensor in tensors.items():
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def file_fingerprint(path: str | os.PathLike) -> str:
@@ -405,16 +423,28 @@ def build_detector(
         detector.apply_config(config)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{origin}: {plain_text(exc)}") from exc
-    if "reliability" in config:
-        try:
-            detector.reliability = Reliability.from_checkpoint(config["reliability"], statistics)
-        except ValueError as exc:
-            raise CheckpointError(f"{origin}: reliability statistics: {plain_text(exc)}") from exc
-        problems = _statistics_problems(detector.reliability)
-        if problems:
-            raise CheckpointError(f"{origin}: reliability statistics: " + "; ".join(problems))
+    attach_reliability(detector, config, statistics, origin=origin)
     detector.checkpoint = origin
     return detector.to(device)
+
+
+def attach_reliability(
+    detector: Detector,
+    config: Mapping[str, Any],
+    statistics: Mapping[str, torch.Tensor],
+    *,
+    origin: str,
+) -> None:
+    """Give ``detector`` the reliability statistics its checkpoint holds, if any."""
+    if "reliability" not in config:
+        return
+    try:
+        detector.reliability = Reliability.from_checkpoint(config["reliability"], statistics)
+    except ValueError as exc:
+        raise CheckpointError(f"{origin}: reliability statistics: {plain_text(exc)}") from exc
+    problems = _statistics_problems(detector.reliability)
+    if problems:
+        raise CheckpointError(f"{origin}: reliability statistics: " + "; ".join(problems))
 
 
 def _statistics_problems(reliability: Reliability) -> list[str]:

@@ -111,7 +111,7 @@ class _Assessment:
         self.channels_last = self.device.type in ("cpu", "cuda")
         if self.channels_last:  # measured 1.2-1.8x faster for these convnets (DESIGN.md)
             for detector in detectors:
-                detector.model.to(memory_format=torch.channels_last)
+                detector.use_channels_last()
         self.groups: dict[Harmonization, list[str]] = defaultdict(list)
         for name, detector in self.detectors.items():
             self.groups[detector.harmonization].append(name)

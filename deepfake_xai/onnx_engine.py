@@ -205,11 +205,12 @@ def export(detector: Detector, observed: Sequence[str], path: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
-def prune(directory: Path, keep: int = KEEP_FILES) -> None:
-    """Keep the ``keep`` most recently used exports in ``directory`` (each process touches what
-    it loads) and drop partial files an interrupted export left behind more than an hour ago."""
+def prune(directory: Path, keep: int = KEEP_FILES, suffix: str = ".onnx") -> None:
+    """Keep the ``keep`` most recently used files ending in ``suffix`` in ``directory`` (each
+    process touches what it loads) and drop partial files an interrupted write left behind more
+    than an hour ago."""
     try:
-        files = sorted(directory.glob("*.onnx"), key=lambda f: f.stat().st_mtime, reverse=True)
+        files = sorted(directory.glob(f"*{suffix}"), key=lambda f: f.stat().st_mtime, reverse=True)
         stale = [f for f in directory.glob(".*.part") if time.time() - f.stat().st_mtime > 3600]
         for old in [*files[keep:], *stale]:
             old.unlink(missing_ok=True)

@@ -152,3 +152,14 @@ def test_a_fresh_process_analyses_without_importing_timm(checkpoint, cache_dir, 
         for i in range(2)
     ]
     assert outputs == ["['ok', 'ok'] True", "['ok', 'ok'] False"]  # eager once, then served
+
+
+def test_the_cache_keeps_the_most_recently_used_records(checkpoint, cache_dir, monkeypatch):
+    monkeypatch.setattr(deferred, "KEEP_RECORDS", 2)
+    folder = cache_dir / "loaded"
+    folder.mkdir(parents=True)
+    for age, name in enumerate(["recent.json", "old.json"]):
+        (folder / name).write_text("{}")
+        os.utime(folder / name, (1000 - age, 1000 - age))
+    fingerprint = Detector.load(checkpoint, device="cpu").fingerprint
+    assert sorted(f.name for f in folder.iterdir()) == [f"{fingerprint}.json", "recent.json"]

@@ -14,6 +14,7 @@ classifier weights. ``$DEEPFAKE_XAI_DEFER`` ``0`` turns it off.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 
 DEFER_ENV = "DEEPFAKE_XAI_DEFER"
 RECORD_FORMAT = 1
+KEEP_RECORDS = 100
+"""Records kept, the most recently used (a few KB each; each load of a recorded file touches
+its record): a training run leaves one per checkpoint it evaluates."""
 HEAD_TOLERANCE = 1e-5
 """Largest difference, relative to the largest magnitude, between the detector's head and
 :class:`PooledLinearHead` on a random feature map for the record to name a classifier."""
@@ -102,7 +106,7 @@ def remember(detector: Detector) -> None:
     classifier = _pooled_linear_classifier(detector)
     if classifier is None:
         return
-    from ..onnx_engine import weights_digest
+    from ..onnx_engine import prune, weights_digest
     from .checkpoint import tensors_digest
 
     config = detector.config()
@@ -128,6 +132,7 @@ def remember(detector: Detector) -> None:
     except OSError as exc:  # a read-only or full cache
         log.debug("cannot record %s in %s: %s", detector.name, path, exc)
         partial.unlink(missing_ok=True)
+    prune(path.parent, keep=KEEP_RECORDS, suffix=".json")
 
 
 def load_deferred(
@@ -181,8 +186,9 @@ def load_deferred(
 def _recall(fingerprint: str) -> dict[str, Any] | None:
     if not deferral_enabled():
         return None
+    path = record_path(fingerprint)
     try:
-        record = json.loads(record_path(fingerprint).read_text())
+        record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     valid = (
@@ -190,7 +196,11 @@ def _recall(fingerprint: str) -> dict[str, Any] | None:
         and record.get("format") == RECORD_FORMAT
         and record.get("environment") == environment()
     )
-    return record if valid else None
+    if not valid:
+        return None
+    with contextlib.suppress(OSError):  # a read-only cache
+        os.utime(path)  # recently used: kept by the pruning
+    return record
 
 
 def _pooled_linear_classifier(detector: Detector) -> str | None:

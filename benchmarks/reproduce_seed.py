@@ -134,6 +134,7 @@ class FlipAveraged(Detector):
     that runs ``head(features(x))`` (the engine, evaluate) averages, not only ``forward``."""
 
     def __init__(self, detector: Detector):
+        _ = detector.model  # build a deferred network first, so that both share it
         self.__dict__.update(detector.__dict__)
         self.base = detector
         self.name = f"{detector.name} + flip"

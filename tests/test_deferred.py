@@ -11,6 +11,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -84,6 +85,16 @@ def test_the_second_load_defers_the_network_and_gives_the_same_outputs(checkpoin
     assert detector_config(later) == detector_config(eager)
 
 
+def test_threads_that_need_the_network_at_once_get_one_built_network(checkpoint):
+    Detector.load(checkpoint, device="cpu")
+    later = Detector.load(checkpoint, device="cpu")
+    later.use_channels_last()
+    with ThreadPoolExecutor(4) as pool:
+        models = list(pool.map(lambda _: later.model, range(8)))
+    assert all(m is models[0] for m in models) and not models[0].training
+    assert models[0].conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_a_deferred_detector_copies_and_pickles(checkpoint):
     Detector.load(checkpoint, device="cpu")
     later = Detector.load(checkpoint, device="cpu")
@@ -108,6 +119,10 @@ def test_loads_eagerly_where_the_record_cannot_vouch(checkpoint, tmp_path, monke
 
     record.write_text("{not json")
     assert Detector.load(checkpoint, device="cpu").is_built
+
+    for damaged in ({**data, "sha256": "0" * 64}, {k: v for k, v in data.items() if k != "class"}):
+        record.write_text(json.dumps(damaged))  # another file's record, a damaged one
+        assert Detector.load(checkpoint, device="cpu").is_built
 
     changed = Detector.load(checkpoint, device="cpu")  # other bytes: another fingerprint
     saved = changed.save(tmp_path / "changed.safetensors", note="fine-tuned")

@@ -196,7 +196,9 @@ class Detector:
         self.fingerprint: str | None = None  # SHA-256 (12 hex digits) of that checkpoint file
         self.reliability: Reliability | None = None  # fitted statistics: ood_score, "uncertain"
         if isinstance(model, nn.Module):
-            self._adopt(model)
+            for path in self.cam_layers.values():
+                self._submodule(model, path)
+            self.model = model.eval().requires_grad_(False)
         else:
             self._build_model = model
         self.to(device)
@@ -208,12 +210,7 @@ class Detector:
         if self._model is None:
             with _BUILD_LOCK:
                 if self._model is None:
-                    device = self._device
-                    self._adopt(self._build_model())
-                    self._build_model = None
-                    self.model.to(device)
-                    if self._channels_last:
-                        self.model.to(memory_format=torch.channels_last)
+                    self._build()
         return self._model
 
     @model.setter
@@ -226,11 +223,16 @@ class Detector:
         """Whether the torch network exists (False until a deferred detector needs it)."""
         return self._model is not None
 
-    def _adopt(self, model: nn.Module) -> None:
-        self.model = model
+    def _build(self) -> None:
+        """Build, check and place the network, then publish it (other threads read
+        ``_model`` without the lock, so it is set last)."""
+        model = self._build_model()
         for path in self.cam_layers.values():
-            self.module(path)
-        model.eval().requires_grad_(False)
+            self._submodule(model, path)
+        model.eval().requires_grad_(False).to(self._device)
+        if self._channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model
 
     def use_channels_last(self) -> None:
         """Store the network's weights channels_last (now, or when it is built)."""
@@ -344,9 +346,11 @@ class Detector:
 
     def module(self, layer: str) -> nn.Module:
         """The module for a named CAM layer or a dotted module path."""
-        path = self.resolve_layer(layer)
+        return self._submodule(self.model, layer)
+
+    def _submodule(self, model: nn.Module, layer: str) -> nn.Module:
         try:
-            return self.model.get_submodule(path)
+            return model.get_submodule(self.resolve_layer(layer))
         except AttributeError:
             raise ValueError(
                 f"{self.name}: no layer {layer!r}; use one of {sorted(self.cam_layers)} "

@@ -362,14 +362,12 @@ def load_checkpoint(
             state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot read the weights ({plain_text(exc)})") from exc
-    fingerprint = file_fingerprint(path)
-    detector = load_deferred(
-        config, state, fingerprint=fingerprint, origin=str(path), device=device
-    )
+    sha256 = file_sha256(path)
+    detector = load_deferred(config, state, sha256=sha256, origin=str(path), device=device)
     if detector is None:  # not loaded before: built now, and remembered for the next load
         detector = build_detector(config, state, origin=str(path), device=device)
-        detector.fingerprint = fingerprint
-        remember(detector)
+        detector.fingerprint = sha256[:12]
+        remember(detector, sha256)
     return detector
 
 
@@ -386,11 +384,15 @@ def tensors_digest(tensors: Mapping[str, torch.Tensor], settings: Any = None) ->
 
 def file_fingerprint(path: str | os.PathLike) -> str:
     """The first 12 hex digits of a file's SHA-256: which exact weights gave a verdict."""
+    return file_sha256(path)[:12]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
-    return digest.hexdigest()[:12]
+    return digest.hexdigest()
 
 
 def build_detector(

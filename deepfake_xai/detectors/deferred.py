@@ -6,8 +6,8 @@ network first imports timm, which imports torchvision, which imports ``torch._dy
 1.5 s of every fresh process. So the first eager load of a checkpoint file, with every check,
 leaves a record in ``user_cache_dir("loaded")``: the detector's name and config as that load
 made them, digests of its weights, and where its classifier is when its head is pooling plus a
-linear layer. A later load of the same file (the same SHA-256) under the same package, torch and
-timm versions gives a detector whose network is built on first use of ``detector.model`` (an
+linear layer. A later load of the same file (the same SHA-256) with the same code, torch and
+timm gives a detector whose network is built on first use of ``detector.model`` (an
 explainer that needs gradients, training, a GPU); until then its head runs from the checkpoint's
 classifier weights. ``$DEEPFAKE_XAI_DEFER`` ``0`` turns it off.
 """
@@ -15,9 +15,12 @@ classifier weights. ``$DEEPFAKE_XAI_DEFER`` ``0`` turns it off.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
@@ -35,7 +38,7 @@ from .weights import user_cache_dir
 log = logging.getLogger(__name__)
 
 DEFER_ENV = "DEEPFAKE_XAI_DEFER"
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2
 KEEP_RECORDS = 100
 """Records kept, the most recently used (a few KB each; each load of a recorded file touches
 its record): a training run leaves one per checkpoint it evaluates."""
@@ -83,25 +86,50 @@ def deferral_enabled() -> bool:
 
 
 def environment() -> dict[str, str]:
-    """The versions a record is valid for: what builds the network and loads the weights."""
+    """What a record is valid for: the versions that build the network and load the weights,
+    and the code that made the record's config (the version string stays the same across
+    edits of a source checkout)."""
     from .. import __version__
 
     try:
         timm_version = metadata.version("timm")
     except metadata.PackageNotFoundError:
         timm_version = ""
-    return {"deepfake_xai": __version__, "torch": torch.__version__, "timm": timm_version}
+    return {
+        "deepfake_xai": __version__,
+        "code": _code_digest(),
+        "torch": torch.__version__,
+        "timm": timm_version,
+    }
+
+
+@functools.cache
+def _code_digest() -> str:
+    """SHA-256 (16 hex digits) of the sources that turn a checkpoint into a detector."""
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for source in sorted([*here.glob("*.py"), here.parent / "preprocessing.py"]):
+        digest.update(source.name.encode() + source.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def record_path(fingerprint: str) -> Path:
     return user_cache_dir("loaded") / f"{fingerprint}.json"
 
 
-def remember(detector: Detector) -> None:
-    """Record a built-in detector just loaded eagerly from its checkpoint, so a later load of the
-    same file may defer its network. Nothing is written where the head is not pooling plus a
-    linear layer; a cache that cannot be written only costs the saving."""
-    if detector.fingerprint is None or not _builtin(type(detector)) or not deferral_enabled():
+def remember(detector: Detector, sha256: str) -> None:
+    """Record a built-in detector just loaded eagerly from its checkpoint file (SHA-256
+    ``sha256``), so a later load of the same file may defer its network. Nothing is written
+    where the head is not pooling plus a linear layer; a cache that cannot be written only
+    costs the saving."""
+    if not _builtin(type(detector)) or not deferral_enabled():
+        return
+    path = record_path(sha256[:12])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return
+    if not os.access(path.parent, os.W_OK):  # a read-only cache: spare the digests
         return
     classifier = _pooled_linear_classifier(detector)
     if classifier is None:
@@ -113,6 +141,7 @@ def remember(detector: Detector) -> None:
     config.pop("package_version", None)
     record = {
         "format": RECORD_FORMAT,
+        "sha256": sha256,
         "environment": environment(),
         "class": _qualified(type(detector)),
         "name": detector.name,
@@ -123,10 +152,8 @@ def remember(detector: Detector) -> None:
             "state": tensors_digest(detector.model.state_dict()),
         },
     }
-    path = record_path(detector.fingerprint)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         partial.write_text(json.dumps(record, sort_keys=True))
         os.replace(partial, path)
     except OSError as exc:  # a read-only or full cache
@@ -139,19 +166,40 @@ def load_deferred(
     config: Mapping[str, Any],
     state: Mapping[str, torch.Tensor],
     *,
-    fingerprint: str,
+    sha256: str,
     origin: str,
     device: str | torch.device,
 ) -> Detector | None:
-    """The detector of a checkpoint loaded before (see :func:`remember`), its network not built,
-    or None where there is no valid record: then the caller loads it eagerly."""
+    """The detector of a checkpoint file (SHA-256 ``sha256``) loaded before (see
+    :func:`remember`), its network not built, or None where no record vouches for the file:
+    then the caller loads it eagerly."""
+    from .checkpoint import CheckpointError
+
+    record = _recall(sha256)
+    if record is None:
+        return None
+    try:
+        return _from_record(record, config, state, sha256=sha256, origin=origin, device=device)
+    except CheckpointError:
+        raise  # the file's own statistics are broken: as the eager load would say
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a damaged record
+        log.info("load record of %s unusable (%s); loading it in full", origin, exc)
+        return None
+
+
+def _from_record(
+    record: Mapping[str, Any],
+    config: Mapping[str, Any],
+    state: Mapping[str, torch.Tensor],
+    *,
+    sha256: str,
+    origin: str,
+    device: str | torch.device,
+) -> Detector | None:
     from ..registry import DETECTORS, RegistryError
     from ..reliability import split_tensors
     from .checkpoint import attach_reliability
 
-    record = _recall(fingerprint)
-    if record is None:
-        return None
     try:
         cls = DETECTORS.entry(str(config["detector"])).factory
     except RegistryError:
@@ -179,14 +227,15 @@ def load_deferred(
     detector.known_digests = dict(record["digests"])
     attach_reliability(detector, config, split_tensors(state)[1], origin=origin)
     detector.checkpoint = origin
-    detector.fingerprint = fingerprint
+    detector.fingerprint = sha256[:12]
     return detector
 
 
-def _recall(fingerprint: str) -> dict[str, Any] | None:
+def _recall(sha256: str) -> dict[str, Any] | None:
+    """The record of the file with this SHA-256, where it is valid for this process."""
     if not deferral_enabled():
         return None
-    path = record_path(fingerprint)
+    path = record_path(sha256[:12])
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -194,6 +243,7 @@ def _recall(fingerprint: str) -> dict[str, Any] | None:
     valid = (
         isinstance(record, dict)
         and record.get("format") == RECORD_FORMAT
+        and record.get("sha256") == sha256
         and record.get("environment") == environment()
     )
     if not valid:

@@ -156,7 +156,7 @@ def remember(detector: Detector, sha256: str) -> None:
     try:
         partial.write_text(json.dumps(record, sort_keys=True))
         os.replace(partial, path)
-    except OSError as exc:  # a read-only or full cache
+    except (OSError, TypeError, ValueError) as exc:  # a full cache, metadata JSON cannot hold
         log.debug("cannot record %s in %s: %s", detector.name, path, exc)
         partial.unlink(missing_ok=True)
     prune(path.parent, keep=KEEP_RECORDS, suffix=".json")
@@ -196,6 +196,8 @@ def _from_record(
     origin: str,
     device: str | torch.device,
 ) -> Detector | None:
+    """The detector ``record`` describes, its head served from ``state``; None where the
+    registry's class or the state no longer fit the record."""
     from ..registry import DETECTORS, RegistryError
     from ..reliability import split_tensors
     from .checkpoint import attach_reliability

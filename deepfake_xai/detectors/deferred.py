@@ -173,34 +173,34 @@ def load_deferred(
     """The detector of a checkpoint file (SHA-256 ``sha256``) loaded before (see
     :func:`remember`), its network not built, or None where no record vouches for the file:
     then the caller loads it eagerly."""
-    from .checkpoint import CheckpointError
+    from ..reliability import split_tensors
+    from .checkpoint import attach_reliability
 
     record = _recall(sha256)
     if record is None:
         return None
     try:
-        return _from_record(record, config, state, sha256=sha256, origin=origin, device=device)
-    except CheckpointError:
-        raise  # the file's own statistics are broken: as the eager load would say
+        detector = _from_record(record, config, state, origin, device)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a damaged record
         log.info("load record of %s unusable (%s); loading it in full", origin, exc)
         return None
+    if detector is not None:
+        attach_reliability(detector, config, split_tensors(state)[1], origin=origin)
+        detector.checkpoint = origin
+        detector.fingerprint = sha256[:12]
+    return detector
 
 
 def _from_record(
     record: Mapping[str, Any],
     config: Mapping[str, Any],
     state: Mapping[str, torch.Tensor],
-    *,
-    sha256: str,
     origin: str,
     device: str | torch.device,
 ) -> Detector | None:
     """The detector ``record`` describes, its head served from ``state``; None where the
     registry's class or the state no longer fit the record."""
     from ..registry import DETECTORS, RegistryError
-    from ..reliability import split_tensors
-    from .checkpoint import attach_reliability
 
     try:
         cls = DETECTORS.entry(str(config["detector"])).factory
@@ -227,9 +227,6 @@ def _from_record(
     head = PooledLinearHead(weight.float(), None if bias is None else bias.float())
     detector.served_head = head.to(detector.device)
     detector.known_digests = dict(record["digests"])
-    attach_reliability(detector, config, split_tensors(state)[1], origin=origin)
-    detector.checkpoint = origin
-    detector.fingerprint = sha256[:12]
     return detector
 
 

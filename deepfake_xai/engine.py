@@ -25,7 +25,7 @@ from .compiled import compile_pays, compile_setting, compiled_already, compiled_
 from .detectors import Detector, autocast_dtype, resolve_device
 from .detectors.base import check_finite_logits
 from .explainers.base import AttributionExplainer, Heatmaps
-from .explainers.gradcam import CamExplainer, cam_pass, captured_activations
+from .explainers.gradcam import cam_method_of, cam_pass, captured_activations
 from .images import ImageSource, load_image
 from .onnx_engine import OnnxUnavailable, forget, onnx_features, onnx_wanted
 from .preprocessing import Harmonization, to_uint8_tensor
@@ -69,6 +69,11 @@ class Engine:
     reason logged. Mid-layer CAMs and other explainers always run eagerly (they need gradients
     through the network). ``onnx_seconds`` and ``compile_seconds`` add up what first calls
     spent exporting / creating sessions and compiling.
+
+    ``saliency=True`` (Grad-CAM family only) carries the CAM's backward pass on to the pixels
+    and adds their saliency under the layer key ``"input"``: a second map, from a different
+    method, for the price of one eager forward and backward pass instead of two passes (the
+    app cross-checks every heatmap this way). It runs eagerly.
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class Engine:
         channels_last: bool | None = None,
         compiled: bool | None = None,
         onnx: bool | None = None,
+        saliency: bool = False,
         **method_kwargs: Any,
     ):
         if isinstance(detectors, (str, Detector)):
@@ -106,6 +112,11 @@ class Engine:
             for detector in self.detectors:
                 detector.use_channels_last()
         self.method, self.cam_method, self._explainers = self._resolve_method(method, method_kwargs)
+        if saliency and self.cam_method is None:
+            raise ValueError(
+                f"saliency=True rides on a Grad-CAM family pass, not on method={method!r}"
+            )
+        self.saliency = saliency
         self.compiled = compiled
         self.compile_seconds = 0.0
         self.onnx = onnx
@@ -140,10 +151,11 @@ class Engine:
                 f"{method!r} is not an attribution explainer (heatmaps per image); "
                 "projections such as t-SNE work on the embeddings the engine returns"
             )
-        if isinstance(factory, type) and issubclass(factory, CamExplainer):
+        cam_method = cam_method_of(method)
+        if cam_method is not None:
             if kwargs:
                 raise TypeError(f"{entry.name} takes no options, got {sorted(kwargs)}")
-            return entry.name, factory.cam_method, {}
+            return entry.name, cam_method, {}
         explainers = {d.name: factory(d, **kwargs) for d in self.detectors}
         return entry.name, None, explainers
 
@@ -237,6 +249,7 @@ class Engine:
                     target=self.target,
                     method=self.cam_method or "gradcam",
                     fmap=fmap,
+                    saliency=self.saliency,
                 )
             observed.update(fast_observed)
             if explainer is not None:
@@ -263,6 +276,7 @@ class Engine:
         return (
             self.device.type == "cpu"
             and not self.amp
+            and not self.saliency
             and all(
                 detector.resolve_layer(layer) == final
                 for layer in (self.layers if self.cam_method else ())
@@ -421,6 +435,7 @@ def explain(
     target: str = "fake",
     batch_size: int = 32,
     device: str | torch.device | None = None,
+    saliency: bool = False,
     **method_kwargs: Any,
 ) -> Explanation:
     """Predict and explain ``images`` with one detector.
@@ -430,14 +445,17 @@ def explain(
     or a uint8 ``(N, 3, H, W)`` tensor taken as already harmonised. ``device=None`` keeps a
     given detector where it is and picks the best device for a name. Several threads may
     explain with one detector at once (the app does); each gets its own maps.
+    ``saliency=True`` adds pixel saliency from the same pass (see :class:`Engine`) as
+    ``heatmaps["input"]``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if device is None:
         device = detector.device if isinstance(detector, Detector) else "auto"
     engine = Engine(
-        [detector], method=method, layers=layers, target=target, device=device, **method_kwargs
-    )
+        [detector], method=method, layers=layers, target=target, device=device,
+        saliency=saliency, **method_kwargs,
+    )  # fmt: skip
     engine.plan(len(images) if isinstance(images, (list, tuple, torch.Tensor)) else 1)
     det = engine.detectors[0]
     outputs, pictures = [], []
@@ -451,7 +469,7 @@ def explain(
     heatmaps = {
         layer: Heatmaps(
             torch.from_numpy(np.concatenate([o.heatmaps[layer] for o in outputs])),
-            method=engine.method or "",
+            method="saliency" if layer == "input" and engine.cam_method else engine.method or "",
             layer=layer,
             targets=target_tensor,
             detector=det.name,

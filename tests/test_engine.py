@@ -158,6 +158,29 @@ def test_any_registered_attribution_explainer_runs_after_the_pass(effnet, test_e
         Engine([effnet], method="test-projection", device="cpu")
 
 
+@pytest.mark.parametrize("layers", [("final",), ("final", "mid")])
+def test_saliency_from_the_cam_pass_matches_the_saliency_explainer(effnet, layers):
+    batch = uint8_batch(3, EFFNET_SIZE, seed=7)
+    both = explain(effnet, batch, layers=layers, target="predicted", saliency=True)
+    plain = explain(effnet, batch, layers=layers, target="predicted")
+    alone = explain(effnet, batch, method="saliency", target="predicted")
+    assert sorted(both.heatmaps) == sorted([*layers, "input"])
+    assert (
+        both.heatmaps["input"].method == "saliency" and both.heatmaps["final"].method == "gradcam"
+    )
+    np.testing.assert_allclose(
+        both.heatmaps["input"].numpy(), alone.heatmaps["input"].numpy(), atol=2e-3
+    )
+    for layer in layers:
+        np.testing.assert_allclose(
+            both.heatmaps[layer].numpy(), plain.heatmaps[layer].numpy(), atol=2e-3
+        )
+    np.testing.assert_allclose(both.probs, plain.probs, atol=1e-5)
+    np.testing.assert_array_equal(both.targets, plain.targets)
+    with pytest.raises(ValueError, match="Grad-CAM family"):
+        Engine([effnet], method="saliency", device="cpu", saliency=True)
+
+
 def test_engine_from_names_pickles(mobilenet):
     engine = Engine(["mobilenetv2_100"], method="layercam", device="cpu")
     assert isinstance(engine.detectors[0], dx.Detector)

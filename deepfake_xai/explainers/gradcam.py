@@ -169,6 +169,7 @@ def cam_pass(
     target: TargetSpec = "fake",
     method: str = "gradcam",
     fmap: torch.Tensor | None = None,
+    saliency: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
     """ONE forward pass: ``(logits (B,), embeddings (B, D), {layer: maps}, targets (B,))``.
 
@@ -176,11 +177,17 @@ def cam_pass(
     layer's resolution, normalised per image to [0, 1], and stay on the device. With
     ``layers=()`` this is a plain ``inference_mode`` pass. ``fmap``, the final feature map of
     ``x`` computed already (the engine's compiled path), leaves only the head to run; then
-    ``layers`` may name the final layer only.
+    ``layers`` may name the final layer only. ``saliency=True`` carries the same backward pass
+    on to the pixels and adds their saliency (``|d score / d pixel|`` summed over channels, as
+    the ``saliency`` explainer computes it) under the key ``"input"``.
     """
     cam = _cam_function(method)
     layers = tuple(dict.fromkeys(layers))
-    if not layers:
+    if saliency:
+        if fmap is not None:
+            raise ValueError("pixel saliency needs the pass from the pixels, not a feature map")
+        x = (x.detach().clone() if x.is_inference() else x.detach()).requires_grad_()
+    if not layers and not saliency:
         with torch.inference_mode():
             logits, embeddings = detector.head(detector.features(x) if fmap is None else fmap)
         return logits, embeddings, {}, resolve_targets(target, logits)
@@ -191,9 +198,9 @@ def cam_pass(
     if fmap is not None and hooked:
         raise ValueError(f"a given feature map serves the final layer only, not {hooked}")
     with captured_activations(detector, hooked) as activations:
-        with torch.set_grad_enabled(bool(hooked)):
+        with torch.set_grad_enabled(bool(hooked) or saliency):
             fmap = detector.features(x) if fmap is None else fmap
-        if not hooked:
+        if not (hooked or saliency):
             fmap = fmap.detach().requires_grad_()
         with torch.enable_grad():
             logits, embeddings = detector.head(fmap)
@@ -204,14 +211,16 @@ def cam_pass(
     activations[final] = fmap
     targets = resolve_targets(target, logits)
     unique = list(dict.fromkeys(paths.values()))
-    grads = torch.autograd.grad(
-        signed_logit(logits, targets).sum(), [activations[p] for p in unique]
-    )
+    wrt = [activations[p] for p in unique] + ([x] if saliency else [])
+    grads = torch.autograd.grad(signed_logit(logits, targets).sum(), wrt)
     maps = {
         path: normalize_maps(cam(activations[path].detach().float(), grad.float()))
-        for path, grad in zip(unique, grads, strict=True)
+        for path, grad in zip(unique, grads[: len(unique)], strict=True)
     }
-    return logits.detach(), embeddings.detach(), {k: maps[p] for k, p in paths.items()}, targets
+    shown = {k: maps[p] for k, p in paths.items()}
+    if saliency:
+        shown["input"] = normalize_maps(grads[-1].float().abs().sum(dim=1))
+    return logits.detach(), embeddings.detach(), shown, targets
 
 
 def _cam_function(method: str) -> CamFn:
@@ -245,6 +254,14 @@ class CamExplainer(AttributionExplainer):
             )
             for layer, m in maps.items()
         }
+
+
+def cam_method_of(method: str) -> str | None:
+    """The CAM method (a key of :data:`CAM_METHODS`) of the registered explainer ``method``, or
+    None when it is not of the Grad-CAM family (its maps come from passes of its own)."""
+    factory = EXPLAINERS.entry(method).factory
+    is_cam = isinstance(factory, type) and issubclass(factory, CamExplainer)
+    return factory.cam_method if is_cam else None
 
 
 @EXPLAINERS.register("gradcam", aliases=("grad-cam",))

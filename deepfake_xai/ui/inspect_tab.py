@@ -31,7 +31,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..detectors import Detector
-from ..engine import explain
+from ..engine import Explanation, explain
+from ..explainers.gradcam import cam_method_of
 from ..images import ImageLoadError, jpeg_quality, load_image
 from ..reliability import THRESHOLD, input_problems
 from ..render import heatmap_image, overlay
@@ -66,7 +67,8 @@ PNG_LEVEL = 1
 log = logging.getLogger(__name__)
 ABOUT_TAB = "about"  # the id of the tab with the model cards
 # The second map each heatmap is checked against: pixel saliency for the Grad-CAM family,
-# Grad-CAM at the last layer for the pixel methods (both cost about one more pass).
+# Grad-CAM at the last layer for the pixel methods. A CAM's pass carries its backward on to the
+# pixels for the saliency (one eager pass instead of two); a pixel method's check is one more pass.
 CROSS_CHECK = {
     "cam": ("saliency", "final", "pixel saliency"),
     "input": ("gradcam", "final", "Grad-CAM at the last layer"),
@@ -600,10 +602,11 @@ def _explain_group(detector: Detector, group: Sequence[_Request]) -> None:
     method, layer, target = first.method, first.layer, first.target
     start = time.perf_counter()
     faces = [request.analysed for request in group]
-    result = explain(detector, faces, method=method, layers=(layer,), target=target)
+    cam = cam_method_of(method) is not None  # its pass yields the pixel saliency too
+    result = explain(detector, faces, method=method, layers=(layer,), target=target, saliency=cam)
     key = layer if layer in result.heatmaps else next(iter(result.heatmaps))
     heatmaps = result.heatmaps[key].numpy()
-    agreements = _cross_check(detector, faces, key, target, heatmaps)
+    agreements = _cross_check(detector, faces, key, target, heatmaps, result)
     seconds = time.perf_counter() - start
     title = display_name(detector.name, detector.architecture)
     for index, request in enumerate(group):
@@ -654,12 +657,21 @@ def _explain_group(detector: Detector, group: Sequence[_Request]) -> None:
 
 
 def _cross_check(
-    detector: Detector, faces: Sequence[Image.Image], layer: str, target: str, heatmaps: Any
+    detector: Detector,
+    faces: Sequence[Image.Image],
+    layer: str,
+    target: str,
+    heatmaps: Any,
+    result: Explanation,
 ) -> list[Agreement | None]:
-    """How far a second, cheap method ranks each face's regions like the map shown."""
+    """How far a second, cheap method ranks each face's regions like the map shown: a CAM's
+    ``result`` carries pixel saliency from its own pass; a pixel method's needs a CAM pass."""
     method, other_layer, name = CROSS_CHECK["input" if layer == "input" else "cam"]
-    other = explain(detector, list(faces), method=method, layers=(other_layer,), target=target)
-    maps = next(iter(other.heatmaps.values())).numpy()
+    if layer != "input":
+        maps = result.heatmaps["input"].numpy()
+    else:
+        other = explain(detector, list(faces), method=method, layers=(other_layer,), target=target)
+        maps = next(iter(other.heatmaps.values())).numpy()
     pairs = zip(heatmaps, maps, strict=True)
     return [map_agreement(shown, second, name) for shown, second in pairs]
 

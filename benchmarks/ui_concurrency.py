@@ -20,12 +20,18 @@ The app runs in the benchmark's process unless ``--app-process``: then each app 
 its own, as a deployed app is (its visitors' browsers do not share its interpreter), and the
 clients no longer hold the app's interpreter lock; they still share its cores.
 
+``--before DIR`` adds the app of another checkout of the project, as a user of that version
+got it (its own default detector, each request alone): a ``git worktree`` of the commit issue
+23 was filed against gives the issue's "today" on this machine, in the same run. Every side
+then runs in a process of its own.
+
     python benchmarks/ui_concurrency.py --clients 20 --requests 3
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import os
 import statistics
@@ -50,29 +56,38 @@ from sources import FACES
 
 import deepfake_xai as dx
 from deepfake_xai.ui import build_demo
-from deepfake_xai.ui.inspect_tab import INSPECT_BATCH
 
 RESULTS = README.parent / "results" / "ui_concurrency.json"
 SIDES = ("one by one", "batched")
 DETECTOR = "default"
 
 
-def launch(batch: int):
-    """The app with the shipped detector and ``inspect_batch=batch``, on a free port, in this
-    process: ``(its close function, its address, None)``."""
-    demo = build_demo(detectors=[dx.load_detector(DETECTOR)], examples=[], inspect_batch=batch)
-    return demo.close, serve_locally(demo), None
+def launch(batch: int, code: Path | None = None):
+    """The app with the shipped detector and ``inspect_batch=batch`` (where the code batches),
+    on a free port, in this process: ``(its close function, its address, None, the detector's
+    name)``. ``code`` must be None: another checkout's app runs in a process of its own."""
+    assert code is None, "another checkout's app runs in a process of its own"
+    detector = dx.load_detector(DETECTOR)
+    batches = "inspect_batch" in inspect.signature(build_demo).parameters
+    options = {"inspect_batch": batch} if batches else {}
+    demo = build_demo(detectors=[detector], examples=[], **options)
+    return demo.close, serve_locally(demo), None, detector.name
 
 
-def launch_process(batch: int):
-    """The same app in a process of its own: ``(its stop function, its address, its pid)``."""
+def launch_process(batch: int, code: Path | None = None):
+    """The same app in a process of its own (``code``: the package of that checkout instead
+    of this one): ``(its stop function, its address, its pid, the detector's name)``."""
     threads = str(torch.get_num_threads())
+    env = dict(os.environ)
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), env.get("PYTHONPATH")]))
     child = subprocess.Popen(
         [sys.executable, __file__, "--serve", str(batch), "--threads", threads],
         stdout=subprocess.PIPE,
         text=True,
+        env=env,
     )
-    url = child.stdout.readline().strip()
+    url, _, name = child.stdout.readline().strip().partition(" ")
     if not url.startswith("http"):
         child.kill()
         raise RuntimeError(f"the app process did not start (said {url!r})")
@@ -81,14 +96,15 @@ def launch_process(batch: int):
         child.terminate()
         child.wait(30)
 
-    return stop, url, child.pid
+    return stop, url, child.pid, name
 
 
 def serve_here(batch: int, threads: int) -> None:
-    """``--serve``: run the app until terminated, its address on the first line of stdout."""
+    """``--serve``: run the app until terminated; its address and detector's name on the first
+    line of stdout."""
     torch.set_num_threads(threads)
-    close, url, _ = launch(batch)
-    print(url, flush=True)
+    close, url, _, name = launch(batch)
+    print(url, name, flush=True)
     try:
         while True:
             time.sleep(3600)
@@ -109,6 +125,7 @@ def cpu_seconds(pid: int | None) -> float:
 
 def load(
     url: str,
+    name: str,
     faces: list[Path],
     clients: int,
     requests: int,
@@ -118,8 +135,8 @@ def load(
 ) -> dict[str, float]:
     """Every client sends its faces one after another; latency of each request, seconds, and
     (for an app in process ``app_pid``) the CPU milliseconds per request of the app and of the
-    clients. ``lean`` clients build no TLS context per HTTP call (see the module's docstring)."""
-    name = dx.load_detector(DETECTOR).name  # the app runs the detectors a request names
+    clients. ``lean`` clients build no TLS context per HTTP call (see the module's docstring).
+    Requests name detector ``name``: the app runs the detectors a request names."""
     connected = [
         gradio_client.Client(url, verbose=False, ssl_verify=not lean) for _ in range(clients)
     ]
@@ -160,12 +177,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--requests", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=INSPECT_BATCH)
+    parser.add_argument("--batch", type=int, default=8, help="the app's default: 8")
     parser.add_argument("--note", default="", help="said of the machine (e.g. shared with...)")
     parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
     parser.add_argument("--lean-clients", action="store_true", help="no TLS context per call")
     parser.add_argument("--app-process", action="store_true", help="each app in its own process")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--before", type=Path, help="another checkout's app as a third side")
     parser.add_argument("--serve", type=int, metavar="BATCH", help=argparse.SUPPRESS)
     parser.add_argument("--readme", type=Path, default=README, help="where the block goes")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
@@ -175,20 +193,26 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     faces = sorted((FACES / "val" / "real").glob("*.jpg"))[:30]
     faces += sorted((FACES / "val" / "fake").glob("*.jpg"))[:30]
-    batches = {"one by one": 1, "batched": args.batch}
+    sides = {name: (batch, None) for name, batch in zip(SIDES, (1, args.batch), strict=True)}
+    sides = {name: side for name, side in sides.items() if name in args.sides}
+    if args.before:
+        args.app_process = True
+        sides = {before_name(args.before): (1, args.before.resolve()), **sides}
     start = launch_process if args.app_process else launch
-    apps = {name: start(batches[name]) for name in SIDES if name in args.sides}
+    apps = {name: start(*side) for name, side in sides.items()}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in apps}
-    order = [*apps, *reversed(apps)]  # ABBA, or AA for one side
+    order = [*apps, *reversed(apps)]  # ABBA (ABCCBA), or AA for one side
     try:
         for name in order:
-            _, url, pid = apps[name]
+            _, url, pid, detector = apps[name]
             lean = args.lean_clients
-            runs[name].append(load(url, faces, args.clients, args.requests, lean=lean, app_pid=pid))
+            runs[name].append(
+                load(url, detector, faces, args.clients, args.requests, lean=lean, app_pid=pid)
+            )
     finally:
-        for stop, _, _ in apps.values():
+        for stop, *_ in apps.values():
             stop()
-    sides = {
+    measured = {
         name: {k: statistics.mean(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()
     }
     results = {
@@ -202,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
         "batch": args.batch,
         "lean_clients": args.lean_clients,
         "app_process": args.app_process,
-        "sides": sides,
+        "sides": measured,
     }
     write_json(args.results, results)
     update_readme_section(args.readme, "ui_concurrency", readme_lines(results), heading=None)
@@ -221,8 +245,8 @@ def readme_lines(results: dict) -> list[str]:
         f"send {results['requests']} shared faces one after another, all at once, to `/inspect` "
         "(the shipped detector, faces found first, Grad-CAM at the last layer); the same load "
         + (
-            f"against the app answering requests one by one and batching up to {results['batch']} "
-            "waiting requests, alternated ABBA, two runs each"
+            f"against each app below (batching up to {results['batch']} waiting requests where "
+            "it batches), in turn and then in reverse order, two runs each"
             if len(sides) > 1
             else f"twice against the app ({next(iter(sides))}, up to {results['batch']})"
         )
@@ -243,16 +267,26 @@ def readme_lines(results: dict) -> list[str]:
             f"| {side['answered']:.0f} | {'-' if math.isnan(app) else f'{app:.0f}'} "
             f"| {clients:.0f}{'' if results.get('app_process') else ' (app included)'} |"
         )
-    if len(sides) < 2:
-        return lines
-    one, batched = sides["one by one"], sides["batched"]
-    lines += [
-        "",
-        f"Batching: p50 {batched['p50'] / one['p50']:.2f}x, p95 {batched['p95'] / one['p95']:.2f}x "
-        f"and {batched['requests_per_s'] / one['requests_per_s']:.2f}x the requests per second of "
-        "answering one by one.",
-    ]
+    batched = sides.get("batched")
+    for name, other in sides.items():
+        if batched is None or name == "batched":
+            continue
+        lines += [
+            "",
+            f"Batched against {name}: p50 {batched['p50'] / other['p50']:.2f}x, p95 "
+            f"{batched['p95'] / other['p95']:.2f}x and "
+            f"{batched['requests_per_s'] / other['requests_per_s']:.2f}x the requests per second.",
+        ]
     return lines
+
+
+def before_name(code: Path) -> str:
+    """The side's name for the app of checkout ``code``: ``before (<its commit>)``."""
+    commit = subprocess.run(
+        ["git", "-C", str(code), "rev-parse", "--short", "HEAD"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    return f"before ({commit})"
 
 
 if __name__ == "__main__":

@@ -95,6 +95,18 @@ def test_threads_that_need_the_network_at_once_get_one_built_network(checkpoint)
     assert models[0].conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_a_network_first_needed_under_inference_mode_still_explains(checkpoint):
+    """A deferred network first built inside ``torch.inference_mode`` (a predict) gets normal
+    parameters, so a later pass with gradients through the network (a mid-layer CAM) works."""
+    Detector.load(checkpoint, device="cpu")
+    later = Detector.load(checkpoint, device="cpu")
+    with torch.inference_mode():
+        later.features(later.normalize(uint8_batch(1)))
+    assert not any(p.is_inference() for p in later.model.parameters())
+    engine = Engine([later], layers=("final", "mid"), device="cpu", compiled=False)
+    assert engine.run(uint8_batch(2))[later.name].heatmaps["mid"].shape[0] == 2
+
+
 def test_a_deferred_detector_copies_and_pickles(checkpoint):
     Detector.load(checkpoint, device="cpu")
     later = Detector.load(checkpoint, device="cpu")

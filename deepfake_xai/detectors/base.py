@@ -208,7 +208,9 @@ class Detector:
     def model(self) -> nn.Module:
         """The torch network, built on first use where the detector was given a builder."""
         if self._model is None:
-            with _BUILD_LOCK:
+            # outside inference mode even when first needed inside it (a predict), so that
+            # the parameters are ordinary tensors that later passes with gradients can use
+            with _BUILD_LOCK, torch.inference_mode(False):
                 if self._model is None:
                     self._build()
         return self._model

@@ -23,7 +23,8 @@ clients no longer hold the app's interpreter lock; they still share its cores.
 ``--before DIR`` adds the app of another checkout of the project, as a user of that version
 got it (its own default detector, each request alone): a ``git worktree`` of the commit issue
 23 was filed against gives the issue's "today" on this machine, in the same run. Every side
-then runs in a process of its own.
+then runs in a process of its own. The clients still use this checkout's ``sources.py``, so
+the other checkout needs ``deepfake_xai.data`` as that module imports it.
 
     python benchmarks/ui_concurrency.py --clients 20 --requests 3
 """
@@ -62,11 +63,10 @@ SIDES = ("one by one", "batched")
 DETECTOR = "default"
 
 
-def launch(batch: int, code: Path | None = None):
+def launch(batch: int):
     """The app with the shipped detector and ``inspect_batch=batch`` (where the code batches),
     on a free port, in this process: ``(its close function, its address, None, the detector's
-    name)``. ``code`` must be None: another checkout's app runs in a process of its own."""
-    assert code is None, "another checkout's app runs in a process of its own"
+    name)``."""
     detector = dx.load_detector(DETECTOR)
     batches = "inspect_batch" in inspect.signature(build_demo).parameters
     options = {"inspect_batch": batch} if batches else {}
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--requests", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=8, help="the app's default: 8")
+    parser.add_argument("--batch", type=int, help="the app's default when not given")
     parser.add_argument("--note", default="", help="said of the machine (e.g. shared with...)")
     parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
     parser.add_argument("--lean-clients", action="store_true", help="no TLS context per call")
@@ -193,13 +193,15 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     faces = sorted((FACES / "val" / "real").glob("*.jpg"))[:30]
     faces += sorted((FACES / "val" / "fake").glob("*.jpg"))[:30]
-    sides = {name: (batch, None) for name, batch in zip(SIDES, (1, args.batch), strict=True)}
-    sides = {name: side for name, side in sides.items() if name in args.sides}
-    if args.before:
-        args.app_process = True
-        sides = {before_name(args.before): (1, args.before.resolve()), **sides}
+    if args.batch is None:  # here, not at import: a --before child imports this with old code
+        args.batch = inspect.signature(build_demo).parameters["inspect_batch"].default
+    args.app_process = args.app_process or args.before is not None
+    batches = dict(zip(SIDES, (1, args.batch), strict=True))
     start = launch_process if args.app_process else launch
-    apps = {name: start(*side) for name, side in sides.items()}
+    apps = (
+        {before_name(args.before): launch_process(1, args.before.resolve())} if args.before else {}
+    )
+    apps |= {name: start(batches[name]) for name in SIDES if name in args.sides}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in apps}
     order = [*apps, *reversed(apps)]  # ABBA (ABCCBA), or AA for one side
     try:
@@ -267,26 +269,24 @@ def readme_lines(results: dict) -> list[str]:
             f"| {side['answered']:.0f} | {'-' if math.isnan(app) else f'{app:.0f}'} "
             f"| {clients:.0f}{'' if results.get('app_process') else ' (app included)'} |"
         )
-    batched = sides.get("batched")
-    for name, other in sides.items():
-        if batched is None or name == "batched":
-            continue
+    *others, last = sides  # the last side (batched, where run) against each of the others
+    for name in others:
+        now, then = sides[last], sides[name]
         lines += [
             "",
-            f"Batched against {name}: p50 {batched['p50'] / other['p50']:.2f}x, p95 "
-            f"{batched['p95'] / other['p95']:.2f}x and "
-            f"{batched['requests_per_s'] / other['requests_per_s']:.2f}x the requests per second.",
+            f"{last.capitalize()} against {name}: p50 {now['p50'] / then['p50']:.2f}x, p95 "
+            f"{now['p95'] / then['p95']:.2f}x and "
+            f"{now['requests_per_s'] / then['requests_per_s']:.2f}x the requests per second.",
         ]
     return lines
 
 
 def before_name(code: Path) -> str:
-    """The side's name for the app of checkout ``code``: ``before (<its commit>)``."""
+    """The side's name for the app of checkout ``code``: ``before (<its commit or folder>)``."""
     commit = subprocess.run(
-        ["git", "-C", str(code), "rev-parse", "--short", "HEAD"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    return f"before ({commit})"
+        ["git", "-C", str(code), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    return f"before ({commit or code.name})"
 
 
 if __name__ == "__main__":

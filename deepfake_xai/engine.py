@@ -24,6 +24,7 @@ from PIL import Image
 from .compiled import compile_pays, compile_setting, compiled_already, compiled_features
 from .detectors import Detector, autocast_dtype, resolve_device
 from .detectors.base import check_finite_logits
+from .explainers.attribution import SaliencyExplainer
 from .explainers.base import AttributionExplainer, Heatmaps
 from .explainers.gradcam import cam_method_of, cam_pass, captured_activations
 from .images import ImageSource, load_image
@@ -271,7 +272,8 @@ class Engine:
     def _fast_eligible(self, detector: Detector) -> bool:
         """Whether ``detector``'s pass may start from a precomputed final feature map: on CPU,
         without autocast, with no gradients needed below the final layer (an input attribution
-        makes its own forward and backward passes, so its P(fake) and targets may)."""
+        makes its own forward and backward passes, so its P(fake) and targets may; pixel
+        saliency from the CAM's pass needs them down to the pixels)."""
         final = detector.resolve_layer("final")
         return (
             self.device.type == "cpu"
@@ -332,7 +334,8 @@ class Engine:
         names = [d.name for d in self.detectors]
         return (
             f"Engine(detectors={names}, method={self.method!r}, layers={list(self.layers)}, "
-            f"device={self.device}, amp={self.amp}, channels_last={self.channels_last})"
+            f"device={self.device}, amp={self.amp}, channels_last={self.channels_last}"
+            + (", saliency=True)" if self.saliency else ")")
         )
 
 
@@ -469,7 +472,9 @@ def explain(
     heatmaps = {
         layer: Heatmaps(
             torch.from_numpy(np.concatenate([o.heatmaps[layer] for o in outputs])),
-            method="saliency" if layer == "input" and engine.cam_method else engine.method or "",
+            method=SaliencyExplainer.name
+            if layer == "input" and engine.saliency
+            else engine.method or "",
             layer=layer,
             targets=target_tensor,
             detector=det.name,

@@ -886,3 +886,22 @@ def test_a_pip_installed_plugin_detector_appears_in_the_app(tmp_path, monkeypatc
         assert text.startswith("ui_tiny found ") and Path(overlay).exists()
     finally:
         demo.close()
+
+
+def test_cross_check_of_a_layered_plugin_map_takes_a_saliency_pass(detectors, synth):
+    """A plugin explainer with layers that is not of the Grad-CAM family brings no pixel
+    saliency of its own: its maps are checked against a saliency pass made for them."""
+    from deepfake_xai.ui import inspect_tab
+
+    detector = detectors[0]
+    faces = [Image.open(synth / "real" / first(synth, "real")).convert("RGB")]
+    alone = inspect_tab.explain(detector, faces, method="gradcam", target="predicted")
+    assert "input" not in alone.heatmaps  # as a layered plugin's result comes back
+    heatmaps = alone.heatmaps["final"].numpy()
+    checked = inspect_tab._cross_check(detector, faces, "final", "predicted", heatmaps, alone)
+    fused = inspect_tab.explain(
+        detector, faces, method="gradcam", target="predicted", saliency=True
+    )
+    same = inspect_tab._cross_check(detector, faces, "final", "predicted", heatmaps, fused)
+    assert len(checked) == 1 and checked[0].other == same[0].other == "pixel saliency"
+    assert checked[0].spearman == pytest.approx(same[0].spearman, abs=1e-3)

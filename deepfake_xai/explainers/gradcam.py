@@ -3,8 +3,9 @@
 Parameters stay frozen; gradients are taken with :func:`torch.autograd.grad` with respect to
 the chosen activations only. For the final layer the features run without a graph and only the
 head (pooling + classifier) is differentiated; for other layers a forward hook detaches the
-activation and re-marks it as requiring grad, so the backward pass stops there. One detector can
-be explained from several threads at once (see :func:`captured_activations`).
+activation and re-marks it as requiring grad, so the backward pass stops there. Pixel saliency
+from the same pass (``saliency=True``) keeps the whole graph instead, down to the pixels. One
+detector can be explained from several threads at once (see :func:`captured_activations`).
 """
 
 from __future__ import annotations
@@ -179,13 +180,16 @@ def cam_pass(
     ``x`` computed already (the engine's compiled path), leaves only the head to run; then
     ``layers`` may name the final layer only. ``saliency=True`` carries the same backward pass
     on to the pixels and adds their saliency (``|d score / d pixel|`` summed over channels, as
-    the ``saliency`` explainer computes it) under the key ``"input"``.
+    the ``saliency`` explainer computes it) under the key ``"input"``; the pass then holds
+    the whole batch's graph, as training does.
     """
     cam = _cam_function(method)
     layers = tuple(dict.fromkeys(layers))
     if saliency:
         if fmap is not None:
             raise ValueError("pixel saliency needs the pass from the pixels, not a feature map")
+        if "input" in layers:
+            raise ValueError("with saliency=True the key 'input' is the pixels', not a layer's")
         x = (x.detach().clone() if x.is_inference() else x.detach()).requires_grad_()
     if not layers and not saliency:
         with torch.inference_mode():

@@ -305,9 +305,9 @@ def build_inspect_tab(
 
 def warm_up(slots: Sequence[Slot], chosen: Sequence[str], work_dir: Path, faces: bool) -> float:
     """Answer one drawn face with the detectors ``chosen`` when the page opens, the face search
-    included, and return the seconds it took. What a process pays once (ONNX Runtime's session
-    and, on a fresh machine, its export; the first eager backward pass; the face networks;
-    pyplot, which Gradio imports around the first event) is then paid at start-up: through
+    included, and return the seconds it took. What a process pays once (the first eager
+    forward and backward pass; the face networks; pyplot, which Gradio imports around the
+    first event) is then paid at start-up: through
     ``gradio_client`` on 2 idle cores, with the export cached, the first request took 0.45 s
     instead of 1.10 s (``benchmarks/ui_first_visit.py``)."""
     import matplotlib
@@ -665,9 +665,9 @@ def _cross_check(
     result: Explanation,
 ) -> list[Agreement | None]:
     """How far a second, cheap method ranks each face's regions like the map shown: a CAM's
-    ``result`` carries pixel saliency from its own pass; a pixel method's needs a CAM pass."""
+    ``result`` carries pixel saliency from its own pass; other methods need a second pass."""
     method, other_layer, name = CROSS_CHECK["input" if layer == "input" else "cam"]
-    if layer != "input":
+    if layer != "input" and "input" in result.heatmaps:
         maps = result.heatmaps["input"].numpy()
     else:
         other = explain(detector, list(faces), method=method, layers=(other_layer,), target=target)

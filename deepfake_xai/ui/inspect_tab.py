@@ -307,9 +307,8 @@ def warm_up(slots: Sequence[Slot], chosen: Sequence[str], work_dir: Path, faces:
     """Answer one drawn face with the detectors ``chosen`` when the page opens, the face search
     included, and return the seconds it took. What a process pays once (the first eager
     forward and backward pass; the face networks; pyplot, which Gradio imports around the
-    first event) is then paid at start-up: through
-    ``gradio_client`` on 2 idle cores, with the export cached, the first request took 0.45 s
-    instead of 1.10 s (``benchmarks/ui_first_visit.py``)."""
+    first event) is then paid at start-up: through ``gradio_client`` on 2 idle cores, the first
+    request took 0.38-0.55 s instead of 0.81-0.92 s (``benchmarks/ui_first_visit.py``)."""
     import matplotlib
 
     from ..synthetic import draw_face

@@ -181,7 +181,7 @@ class Detector:
         if problems:
             raise ValueError(f"{name}: " + "; ".join(problems))
         self._model: nn.Module | None = None
-        self._build_model: Callable[[], nn.Module] | None = None
+        self._device = resolve_device(device)
         self._channels_last = False
         self.served_head: nn.Module | None = None
         self.known_digests: dict[str, str] = {}
@@ -195,13 +195,10 @@ class Detector:
         self.checkpoint: str | None = None  # where the weights were loaded from, if anywhere
         self.fingerprint: str | None = None  # SHA-256 (12 hex digits) of that checkpoint file
         self.reliability: Reliability | None = None  # fitted statistics: ood_score, "uncertain"
-        if isinstance(model, nn.Module):
-            for path in self.cam_layers.values():
-                self._submodule(model, path)
-            self.model = model.eval().requires_grad_(False)
-        else:
-            self._build_model = model
-        self.to(device)
+        self._build_model: Callable[[], nn.Module] | None = model
+        if isinstance(model, nn.Module):  # a network given is checked and placed now
+            self._build_model = lambda: model
+            self._build()
 
     # -- the network ----------------------------------------------------------------------
     @property

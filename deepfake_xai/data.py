@@ -572,14 +572,15 @@ def fingerprint(samples: Iterable[Sample]) -> str:
     samples = sorted(samples)
     if not samples:
         return hashlib.sha256(b"").hexdigest()
-    root = Path(os.path.commonpath([s.path.parent for s in samples]))
+    paths = [Path(os.path.abspath(s.path)) for s in samples]  # some relative, some not
+    root = Path(os.path.commonpath([p.parent for p in paths]))
     digest = hashlib.sha256()
-    for s in samples:
+    for s, path in zip(samples, paths, strict=True):
         try:
-            size = s.path.stat().st_size
+            size = path.stat().st_size
         except OSError:
             size = -1
-        line = f"{s.path.relative_to(root).as_posix()}\t{s.label}\t{s.split}\t{size}\n"
+        line = f"{path.relative_to(root).as_posix()}\t{s.label}\t{s.split}\t{size}\n"
         digest.update(line.encode())
     return digest.hexdigest()
 

@@ -269,6 +269,19 @@ def test_fingerprint_ignores_location_but_not_content(tmp_path):
     assert fingerprint(stratified_split(first)) != fingerprint(first)
 
 
+def test_fingerprint_of_relative_and_absolute_paths_together(tmp_path, monkeypatch):
+    """Training adds pseudo-fakes written under a relative run folder to a dataset given by an
+    absolute path (it failed at the first checkpoint, after a whole epoch)."""
+    samples = discover(_make_set(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    relative = [
+        Sample(Path("data") / s.path.relative_to(tmp_path / "data"), s.label) for s in samples
+    ]
+    assert fingerprint(relative) == fingerprint(samples)
+    mixed = samples[:2] + relative[2:]
+    assert fingerprint(mixed) == fingerprint(samples)
+
+
 def test_loader_skips_unreadable_files(tmp_path):
     _make_set(tmp_path, n=3)
     (tmp_path / "fake" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")

@@ -196,7 +196,25 @@ def wait_for_parts(out: Path, alive, deadline: float = 240) -> None:
 
 
 def test_a_killed_engine_actor_loses_and_duplicates_nothing(cluster, noise, detectors, tmp_path):
-    out = tmp_path / "killed"
+    for attempt in range(3):  # a run that ended before the kill landed proves nothing: again
+        out = tmp_path / f"killed-{attempt}"
+        result, killed_at = analyse_killing_the_actor(noise, detectors, out)
+        if max(p.stat().st_mtime for p in part_files(out)) > killed_at:
+            break
+    else:
+        pytest.fail("in 3 runs the analysis ended before its engine actor was killed")
+    assert result.status == "complete"
+    rows = result.predictions
+    assert len(rows) == 2 * 240 and not rows.duplicated(["index", "detector"]).any()
+    local = analyse_noise(noise, detectors, tmp_path / "local", num_workers=1)
+    np.testing.assert_allclose(rows["p_fake"], local.predictions["p_fake"], atol=1e-5)
+
+
+def analyse_killing_the_actor(
+    noise: Path, detectors: list[str], out: Path
+) -> tuple[AnalysisResult, float]:
+    """Analyse on Ray and SIGKILL the engine actor once the first part is committed; the
+    result and the time of the kill."""
     outcome: dict = {}
 
     def analyse() -> None:
@@ -214,13 +232,7 @@ def test_a_killed_engine_actor_loses_and_duplicates_nothing(cluster, noise, dete
     killed_at = time.time()
     worker.join(timeout=300)
     assert "error" not in outcome, outcome.get("error")
-    result = outcome["result"]
-    assert result.status == "complete"
-    assert max(p.stat().st_mtime for p in part_files(out)) > killed_at
-    rows = result.predictions
-    assert len(rows) == 2 * 240 and not rows.duplicated(["index", "detector"]).any()
-    local = analyse_noise(noise, detectors, tmp_path / "local", num_workers=1)
-    np.testing.assert_allclose(rows["p_fake"], local.predictions["p_fake"], atol=1e-5)
+    return outcome["result"], killed_at
 
 
 def test_a_killed_driver_resumes_without_loss_or_duplicates(cluster, noise, detectors, tmp_path):

@@ -569,18 +569,18 @@ def fingerprint(samples: Iterable[Sample]) -> str:
 
     Identifies the exact data a model saw, independent of where the dataset folder lives.
     """
-    samples = sorted(samples)
+    # absolute first: a run may add pseudo-fakes under a relative folder to an absolute dataset
+    samples = sorted(replace(s, path=Path(os.path.abspath(s.path))) for s in samples)
     if not samples:
         return hashlib.sha256(b"").hexdigest()
-    paths = [Path(os.path.abspath(s.path)) for s in samples]  # some relative, some not
-    root = Path(os.path.commonpath([p.parent for p in paths]))
+    root = Path(os.path.commonpath([s.path.parent for s in samples]))
     digest = hashlib.sha256()
-    for s, path in zip(samples, paths, strict=True):
+    for s in samples:
         try:
-            size = path.stat().st_size
+            size = s.path.stat().st_size
         except OSError:
             size = -1
-        line = f"{path.relative_to(root).as_posix()}\t{s.label}\t{s.split}\t{size}\n"
+        line = f"{s.path.relative_to(root).as_posix()}\t{s.label}\t{s.split}\t{size}\n"
         digest.update(line.encode())
     return digest.hexdigest()
 

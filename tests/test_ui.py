@@ -897,11 +897,10 @@ def test_cross_check_of_a_layered_plugin_map_takes_a_saliency_pass(detectors, sy
     faces = [Image.open(synth / "real" / first(synth, "real")).convert("RGB")]
     alone = inspect_tab.explain(detector, faces, method="gradcam", target="predicted")
     assert "input" not in alone.heatmaps  # as a layered plugin's result comes back
-    heatmaps = alone.heatmaps["final"].numpy()
-    checked = inspect_tab._cross_check(detector, faces, "final", "predicted", heatmaps, alone)
+    checked = inspect_tab._cross_check(detector, faces, "final", "predicted", alone)
     fused = inspect_tab.explain(
         detector, faces, method="gradcam", target="predicted", saliency=True
     )
-    same = inspect_tab._cross_check(detector, faces, "final", "predicted", heatmaps, fused)
+    same = inspect_tab._cross_check(detector, faces, "final", "predicted", fused)
     assert len(checked) == 1 and checked[0].other == same[0].other == "pixel saliency"
     assert checked[0].spearman == pytest.approx(same[0].spearman, abs=1e-3)

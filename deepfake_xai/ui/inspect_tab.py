@@ -605,7 +605,7 @@ def _explain_group(detector: Detector, group: Sequence[_Request]) -> None:
     result = explain(detector, faces, method=method, layers=(layer,), target=target, saliency=cam)
     key = layer if layer in result.heatmaps else next(iter(result.heatmaps))
     heatmaps = result.heatmaps[key].numpy()
-    agreements = _cross_check(detector, faces, key, target, heatmaps, result)
+    agreements = _cross_check(detector, faces, key, target, result)
     seconds = time.perf_counter() - start
     title = display_name(detector.name, detector.architecture)
     for index, request in enumerate(group):
@@ -660,18 +660,18 @@ def _cross_check(
     faces: Sequence[Image.Image],
     layer: str,
     target: str,
-    heatmaps: Any,
     result: Explanation,
 ) -> list[Agreement | None]:
-    """How far a second, cheap method ranks each face's regions like the map shown: a CAM's
-    ``result`` carries pixel saliency from its own pass; other methods need a second pass."""
+    """How far a second, cheap method ranks each face's regions like the map of ``layer`` in
+    ``result``: a CAM's ``result`` carries pixel saliency from its own pass; other methods need
+    a second pass."""
     method, other_layer, name = CROSS_CHECK["input" if layer == "input" else "cam"]
     if layer != "input" and "input" in result.heatmaps:
         maps = result.heatmaps["input"].numpy()
     else:
         other = explain(detector, list(faces), method=method, layers=(other_layer,), target=target)
         maps = next(iter(other.heatmaps.values())).numpy()
-    pairs = zip(heatmaps, maps, strict=True)
+    pairs = zip(result.heatmaps[layer].numpy(), maps, strict=True)
     return [map_agreement(shown, second, name) for shown, second in pairs]
 
 

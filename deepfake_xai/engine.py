@@ -27,6 +27,7 @@ from .detectors.base import check_finite_logits
 from .explainers.attribution import SaliencyExplainer
 from .explainers.base import AttributionExplainer, Heatmaps
 from .explainers.gradcam import cam_method_of, cam_pass, captured_activations
+from .folding import folded
 from .images import ImageSource, load_image
 from .onnx_engine import OnnxUnavailable, forget, onnx_features, onnx_wanted
 from .preprocessing import Harmonization, to_uint8_tensor
@@ -75,6 +76,10 @@ class Engine:
     and adds their saliency under the layer key ``"input"``: a second map, from a different
     method, for the price of one eager forward and backward pass instead of two passes (the
     app cross-checks every heatmap this way). It runs eagerly.
+
+    Eager passes run a copy of each network with its BatchNorms folded into the convolutions
+    (:mod:`deepfake_xai.folding`; ``$DEEPFAKE_XAI_FOLD=0`` turns it off): the same outputs to
+    float rounding, faster forwards and backwards.
     """
 
     def __init__(
@@ -240,11 +245,12 @@ class Engine:
         if fmap is None:
             fmap, fast_observed = self._compiled_pass(detector, x, observed_layers)
         hooked = observed_layers if fmap is None else []
+        layers = self.layers if self.cam_method else ()
+        eager = self._eager(detector, [*layers, *hooked]) if fmap is None else detector
         with self._autocast():
-            with captured_activations(detector, hooked, observe=True) as observed:
-                layers = self.layers if self.cam_method else ()
+            with captured_activations(eager, hooked, observe=True) as observed:
                 logits, embeddings, maps, targets = cam_pass(
-                    detector,
+                    eager,
                     x,
                     layers=layers,
                     target=self.target,
@@ -268,6 +274,15 @@ class Engine:
             out["ood_scores"] = reliability.score({EMBEDDING: out["embeddings"], **features})
         out.update({f"map:{layer}": m.detach().half() for layer, m in maps.items()})
         return out
+
+    def _eager(self, detector: Detector, read: Sequence[str]) -> Detector:
+        """The detector the eager pass runs: its copy with BatchNorm folded into the
+        convolutions (:mod:`deepfake_xai.folding`), unless a layer in ``read`` (the layers the
+        pass reads) is one of the convolutions that folding changed."""
+        made = folded(detector)
+        if made is None or not made.changed.isdisjoint(map(detector.resolve_layer, read)):
+            return detector
+        return made.detector
 
     def _fast_eligible(self, detector: Detector) -> bool:
         """Whether ``detector``'s pass may start from a precomputed final feature map: on CPU,

@@ -1,3 +1,4 @@
+import io
 import subprocess
 import sys
 
@@ -6,7 +7,15 @@ import pytest
 import torch
 from PIL import Image
 
-from deepfake_xai.render import COLORMAPS, colorize, colormap_lut, heatmap_image, overlay
+from deepfake_xai.render import (
+    COLORMAPS,
+    blend,
+    colorize,
+    colormap_lut,
+    heatmap_image,
+    overlay,
+    png_bytes,
+)
 
 
 @pytest.fixture
@@ -68,6 +77,24 @@ def test_overlay_size_alpha_and_inputs(image, heatmap):
         overlay(image, heatmap, alpha=1.5)
     with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
         overlay(np.zeros((30, 50)), heatmap)
+
+
+def test_blend_takes_a_map_coloured_once(image, heatmap):
+    coloured = heatmap_image(heatmap, size=image.size)
+    blended, expected = blend(image, coloured, alpha=0.3), overlay(image, heatmap, alpha=0.3)
+    np.testing.assert_array_equal(np.asarray(blended), np.asarray(expected))
+    with pytest.raises(ValueError, match=r"coloured map is \(7, 7\), the image \(50, 30\)"):
+        blend(image, heatmap_image(heatmap), alpha=0.3)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
+def test_png_bytes_are_a_lossless_png(image, mode):
+    picture = image.convert(mode)
+    encoded = png_bytes(picture)
+    assert encoded.startswith(b"\x89PNG\r\n\x1a\n")
+    with Image.open(io.BytesIO(encoded)) as decoded:
+        assert decoded.mode == "RGB"
+        np.testing.assert_array_equal(np.asarray(decoded), np.asarray(picture.convert("RGB")))
 
 
 def test_upsampling_is_bilinear_and_keeps_orientation(heatmap):

@@ -60,7 +60,11 @@ FACES_SIZE = (4 * FACES_HEIGHT, 2 * FACES_HEIGHT)  # drawn to fit this: 2 pixels
 BOX_LINE = 4  # face box line width at that size (2 CSS pixels)
 MIN_BOX = 40  # a face box is drawn at least this wide at that size (20 CSS pixels)
 KEEP_DOWNLOADS = 16
-INSPECT_BATCH = 8  # requests waiting together in the queue are explained as one batch of this size
+# Requests waiting together in the queue are explained as one batch of at most this size. The
+# app in its own process under 20 clients (benchmarks/ui_concurrency.py --app-process): batches
+# of 2 answered sooner than one by one (p50 0.94x and 0.95x in two runs), batches of 4 and 8
+# later (1.06x, 1.09x): a large batch holds every answer in it until the last face is done.
+INSPECT_BATCH = 2
 log = logging.getLogger(__name__)
 ABOUT_TAB = "about"  # the id of the tab with the model cards
 # The second map each heatmap is checked against: pixel saliency for the Grad-CAM family,

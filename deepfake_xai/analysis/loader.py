@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from itertools import islice
 
@@ -116,22 +116,24 @@ def decode_in_threads(
     dataset: DecodedImages, plan: list[list[int]], workers: int
 ) -> Iterator[DecodedBlock]:
     """The blocks of ``plan`` decoded by ``workers`` threads, at most ``PREFETCH`` blocks per
-    thread ahead of the caller, in order; with no workers, each when asked for."""
+    thread ahead of the caller, in order; with no workers, each when asked for. The threads
+    take the images one by one, in order, so all of them work on the next block: the first
+    one is ready, and the engine starts, in a fraction of the time one thread takes for it."""
     slots = len(dataset.decoder.harmonizations)
-
-    def decode(block: list[int]) -> DecodedBlock:
-        return collate([dataset[position] for position in block], slots)
-
     if workers == 0:
-        yield from map(decode, plan)
+        yield from (collate([dataset[position] for position in block], slots) for block in plan)
         return
     pool = ThreadPoolExecutor(workers, thread_name_prefix="decode")
+
+    def submit(block: list[int]) -> list[Future]:
+        return [pool.submit(dataset.__getitem__, position) for position in block]
+
     todo = iter(plan)
     try:
-        waiting = deque(pool.submit(decode, block) for block in islice(todo, workers * PREFETCH))
+        waiting = deque(submit(block) for block in islice(todo, workers * PREFETCH))
         while waiting:
-            decoded = waiting.popleft().result()
-            waiting.extend(pool.submit(decode, block) for block in islice(todo, 1))  # one in
-            yield decoded
+            items = [future.result() for future in waiting.popleft()]
+            waiting.extend(submit(block) for block in islice(todo, 1))  # one in
+            yield collate(items, slots)
     finally:  # also when the caller stops early: nothing more starts
         pool.shutdown(wait=True, cancel_futures=True)

@@ -275,6 +275,9 @@ def test_batch_results_are_on_the_page(browser, app_url, labelled_faces):
     page = open_page(browser, app_url, WIDE)
     try:
         page.get_by_role("tab", name="Analyse a batch").click()
+        # the tab shown first, as the video tests wait for theirs: files set before that were
+        # lost once in CI (the names never showed)
+        page.locator("#batch-button").wait_for(timeout=TIMEOUT_MS)
         page.locator("#batch-files input[type=file]").set_input_files(
             [str(p) for p in labelled_faces]
         )

@@ -22,7 +22,13 @@ from deepfake_xai.cli import main
 N_PER_CLASS = 150
 SIZE = 32
 BATCH = 4
-CLI = "import sys; from deepfake_xai.cli import main; sys.exit(main())"
+# The CLI, committing results every 0.05 s instead of every second: a run of these tiny images
+# can end within its first second, before any part is committed, leaving nothing to kill.
+CLI_COMMITTING_OFTEN = (
+    "import sys; from deepfake_xai.analysis.store import RunStore; "
+    "RunStore.__init__.__kwdefaults__['commit_interval'] = 0.05; "
+    "from deepfake_xai.cli import main; sys.exit(main())"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -98,7 +104,7 @@ def test_resume_after_sigkill_matches_a_clean_run(images, checkpoints, tmp_path,
     out = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-c", CLI, *cli_args(images, checkpoints, out)],
+        [sys.executable, "-c", CLI_COMMITTING_OFTEN, *cli_args(images, checkpoints, out)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

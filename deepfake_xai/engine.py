@@ -77,9 +77,9 @@ class Engine:
     method, for the price of one eager forward and backward pass instead of two passes (the
     app cross-checks every heatmap this way). It runs eagerly.
 
-    Eager passes run a copy of each network with its BatchNorms folded into the convolutions
-    (:mod:`deepfake_xai.folding`; ``$DEEPFAKE_XAI_FOLD=0`` turns it off): the same outputs to
-    float rounding, faster forwards and backwards.
+    Eager passes on the CPU run a copy of each network with its BatchNorms folded into the
+    convolutions (:mod:`deepfake_xai.folding`; ``$DEEPFAKE_XAI_FOLD=0`` turns it off): the same
+    outputs to float rounding, faster forwards and backwards.
     """
 
     def __init__(

@@ -10,8 +10,8 @@ cores, ``benchmarks/README.md``, "Engine speed: BatchNorm folding").
 The detector's own network is left as it is (training needs its BatchNorms): the engine runs
 a folded copy, made once per process and network, and made again when the network's weights
 change (an optimiser step, ``load_state_dict``, a move to another device). A copy whose
-outputs on a probe batch differ from the network's is not used. ``DEEPFAKE_XAI_FOLD=0``
-turns folding off.
+outputs on a probe batch differ from the network's is not used. Only networks on the CPU are
+folded (it was measured there). ``DEEPFAKE_XAI_FOLD=0`` turns folding off.
 """
 
 from __future__ import annotations
@@ -116,9 +116,12 @@ _LOCK = threading.Lock()
 
 
 def folded(detector: Detector) -> Folded | None:
-    """The process's folded copy of ``detector`` (None: folding is off, finds nothing to fold,
-    or does not reproduce the outputs). Call it on a built detector in eval mode."""
-    if switch_setting(FOLD_ENV) is False or detector.model.training:
+    """The process's folded copy of ``detector`` (None: folding is off, the detector is not on
+    the CPU or is training, or folding finds nothing to fold or does not reproduce the
+    outputs)."""
+    if switch_setting(FOLD_ENV) is False or detector.device.type != "cpu":
+        return None  # measured on CPU only; a GPU runs the network as it is until measured
+    if detector.model.training:
         return None
     model = detector.model
     state = _weights_state(model)

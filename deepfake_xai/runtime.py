@@ -11,10 +11,12 @@ The engine and the CLI call it; ``DEEPFAKE_XAI_MALLOC=0`` opts out.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import os
 import platform
+from collections.abc import Iterator
 from pathlib import Path
 
 THREADS_ENV = "DEEPFAKE_XAI_THREADS"
@@ -91,6 +93,19 @@ def configure_threads(threads: int | None = None) -> int:
     if torch.get_num_threads() != chosen:
         torch.set_num_threads(chosen)
     return chosen
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[int]:
+    """torch's intra-op threads set to ``count`` inside the block, then put back."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield count
+    finally:
+        torch.set_num_threads(before)
 
 
 def configure_allocator() -> str:

@@ -96,3 +96,13 @@ def test_the_allocator_is_left_alone_off_glibc(monkeypatch):
     monkeypatch.setattr(runtime.platform, "libc_ver", lambda: ("", ""))
     assert runtime._tune_allocator() == "not glibc"
     assert runtime.configure_allocator() == runtime.configure_allocator()  # once per process
+
+
+def test_torch_threads_for_a_block_are_put_back_even_on_errors(keep_threads):
+    torch.set_num_threads(2)
+    with runtime.torch_threads(1) as count:
+        assert count == torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2
+    with pytest.raises(RuntimeError, match="inside"), runtime.torch_threads(1):
+        raise RuntimeError("inside")
+    assert torch.get_num_threads() == 2

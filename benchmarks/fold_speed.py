@@ -2,10 +2,11 @@
 
 The passes that need gradients through the network run eagerly: the app's Inspect (final-layer
 Grad-CAM with the pixel saliency it is checked against, one request or a batch of waiting
-ones) and a middle-layer Grad-CAM. Each runs on decoded shared faces with the shipped detector,
-``DEEPFAKE_XAI_FOLD`` off and on alternating call by call in one process (first calls apart),
-and the ratio of the median times is reported per pass, with the largest difference of P(fake)
-and of each heatmap between the two.
+ones), a middle-layer Grad-CAM and Captum's attributions (integrated gradients here). Each
+runs on decoded shared faces with the shipped detector, ``DEEPFAKE_XAI_FOLD`` off and on
+alternating call by call in one process (first calls apart), and the ratio of the median times
+is reported per pass, with the largest difference of P(fake) and of each heatmap between the
+two.
 
     python benchmarks/fold_speed.py --threads 2
 """
@@ -33,26 +34,27 @@ import deepfake_xai as dx
 from deepfake_xai.folding import FOLD_ENV
 from deepfake_xai.images import load_image
 
-PASSES = {  # name: (batch size, layers, saliency)
-    "Inspect, one request (final layer + saliency)": (1, ("final",), True),
-    "Inspect, 8 requests batched": (8, ("final",), True),
-    "middle-layer Grad-CAM, batch 32": (32, ("mid",), False),
+PASSES = {  # name: (batch size, explain's options)
+    "Inspect, one request (final layer + saliency)": (1, {"layers": ("final",), "saliency": True}),
+    "Inspect, 8 requests batched": (8, {"layers": ("final",), "saliency": True}),
+    "middle-layer Grad-CAM, batch 32": (32, {"layers": ("mid",)}),
+    "integrated gradients, batch 2": (2, {"method": "integrated_gradients"}),
 }
 
 
-def timed(detector, faces, layers, saliency, fold: bool):
+def timed(detector, faces, options: dict, fold: bool):
     os.environ[FOLD_ENV] = "1" if fold else "0"
     start = time.perf_counter()
-    result = dx.explain(detector, faces, method="gradcam", layers=layers, saliency=saliency)
+    result = dx.explain(detector, faces, **{"method": "gradcam", **options})
     return time.perf_counter() - start, result
 
 
-def measure(detector, faces, layers, saliency, calls: int) -> dict:
+def measure(detector, faces, options: dict, calls: int) -> dict:
     seconds = {False: [], True: []}
-    results = {fold: timed(detector, faces, layers, saliency, fold)[1] for fold in (False, True)}
+    results = {fold: timed(detector, faces, options, fold)[1] for fold in (False, True)}
     for _ in range(calls):
         for fold in (False, True):
-            seconds[fold].append(timed(detector, faces, layers, saliency, fold)[0])
+            seconds[fold].append(timed(detector, faces, options, fold)[0])
     before, after = statistics.median(seconds[False]), statistics.median(seconds[True])
     plain, folded = results[False], results[True]
     return {
@@ -76,10 +78,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     detector = dx.load_detector("default")
     paths = sorted((FACES / "val").rglob("*.jpg"))
-    faces = [load_image(path) for path in paths[: max(b for b, _, _ in PASSES.values())]]
+    faces = [load_image(path) for path in paths[: max(b for b, _ in PASSES.values())]]
     rows = {}
-    for name, (batch, layers, saliency) in PASSES.items():
-        rows[name] = measure(detector, faces[:batch], layers, saliency, args.calls)
+    for name, (batch, options) in PASSES.items():
+        rows[name] = measure(detector, faces[:batch], options, args.calls)
         print(name, {k: v for k, v in rows[name].items() if k != "heatmap_max_diff"}, flush=True)
     write_json(args.out, {"machine": machine(), "threads": args.threads, "passes": rows})
     lines = [

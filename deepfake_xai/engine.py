@@ -27,7 +27,7 @@ from .detectors.base import check_finite_logits
 from .explainers.attribution import SaliencyExplainer
 from .explainers.base import AttributionExplainer, Heatmaps
 from .explainers.gradcam import cam_method_of, cam_pass, captured_activations
-from .folding import folded
+from .folding import eager_network
 from .images import ImageSource, load_image
 from .onnx_engine import OnnxUnavailable, forget, onnx_features, onnx_wanted
 from .preprocessing import Harmonization, to_uint8_tensor
@@ -246,7 +246,7 @@ class Engine:
             fmap, fast_observed = self._compiled_pass(detector, x, observed_layers)
         hooked = observed_layers if fmap is None else []
         layers = self.layers if self.cam_method else ()
-        eager = self._eager(detector, [*layers, *hooked]) if fmap is None else detector
+        eager = eager_network(detector, [*layers, *hooked]) if fmap is None else detector
         with self._autocast():
             with captured_activations(eager, hooked, observe=True) as observed:
                 logits, embeddings, maps, targets = cam_pass(
@@ -274,15 +274,6 @@ class Engine:
             out["ood_scores"] = reliability.score({EMBEDDING: out["embeddings"], **features})
         out.update({f"map:{layer}": m.detach().half() for layer, m in maps.items()})
         return out
-
-    def _eager(self, detector: Detector, read: Sequence[str]) -> Detector:
-        """The detector the eager pass runs: its copy with BatchNorm folded into the
-        convolutions (:mod:`deepfake_xai.folding`), unless a layer in ``read`` (the layers the
-        pass reads) is one of the convolutions that folding changed."""
-        made = folded(detector)
-        if made is None or not made.changed.isdisjoint(map(detector.resolve_layer, read)):
-            return detector
-        return made.detector
 
     def _fast_eligible(self, detector: Detector) -> bool:
         """Whether ``detector``'s pass may start from a precomputed final feature map: on CPU,

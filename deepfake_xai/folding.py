@@ -1,17 +1,18 @@
-"""BatchNorm folded into the convolution before it, for the engine's eager passes.
+"""BatchNorm folded into the convolution before it, for the eager passes on CPU.
 
 In eval mode a BatchNorm is an affine map per channel, so the convolution that feeds it can
 absorb it (its weights scaled, a bias added): the network computes the same function, to float
 rounding, without a normalisation layer to run forwards and backwards after each convolution.
 The eager pass runs those layers where gradients are needed: a Grad-CAM below the final layer,
-and the pixel saliency the app checks each heatmap against (1.10-1.19x for those calls on 2
-cores, ``benchmarks/README.md``, "Engine speed: BatchNorm folding").
+the pixel saliency the app checks each heatmap against, Captum's attributions (1.10-1.21x for
+those calls on 2 cores, ``benchmarks/README.md``, "Engine speed: BatchNorm folding").
 
-The detector's own network is left as it is (training needs its BatchNorms): the engine runs
-a folded copy, made once per process and network, and made again when the network's weights
-change (an optimiser step, ``load_state_dict``, a move to another device). A copy whose
-outputs on a probe batch differ from the network's is not used. Only networks on the CPU are
-folded (it was measured there). ``DEEPFAKE_XAI_FOLD=0`` turns folding off.
+The detector's own network is left as it is (training needs its BatchNorms): the engine and
+the Captum explainers run a folded copy (:func:`eager_network`), made once per process and
+network, and made again when the network's weights change (an optimiser step,
+``load_state_dict``, a move to another device). A copy whose outputs on a probe batch differ
+from the network's is not used. Only networks on the CPU are folded (it was measured there).
+``DEEPFAKE_XAI_FOLD=0`` turns folding off.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import copy
 import logging
 import threading
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -132,6 +134,15 @@ def folded(detector: Detector) -> Folded | None:
         made = _make(detector)
         _CACHE[model] = (state, made)
         return made
+
+
+def eager_network(detector: Detector, read: Iterable[str] = ()) -> Detector:
+    """The detector an eager pass should run: its folded copy, unless there is none or a layer
+    in ``read`` (CAM layers or module paths the pass reads) is a convolution folding changed."""
+    made = folded(detector)
+    if made is None or not made.changed.isdisjoint(map(detector.resolve_layer, read)):
+        return detector
+    return made.detector
 
 
 def _weights_state(model: nn.Module) -> tuple:

@@ -15,6 +15,7 @@ from deepfake_xai.explainers.attribution import (
     SaliencyExplainer,
     make_baseline,
 )
+from deepfake_xai.folding import eager_network
 from deepfake_xai.registry import EXPLAINERS
 
 BUILTIN_SIZE = 48
@@ -97,7 +98,8 @@ def test_logit_model_scores_real_as_minus_logit(quadrant: QuadrantDetector) -> N
 def test_ig_internal_batch_size_is_honoured_and_does_not_change_results(builtin: Detector) -> None:
     x = builtin_batch(builtin)
     sizes: list[int] = []
-    hook = builtin.module("final").register_forward_pre_hook(
+    network = eager_network(builtin)  # what the attributions run: the folded copy where made
+    hook = network.module("final").register_forward_pre_hook(
         lambda _m, args: sizes.append(len(args[0]))
     )
     try:
@@ -107,10 +109,12 @@ def test_ig_internal_batch_size_is_honoured_and_does_not_change_results(builtin:
     large, _ = build("integrated_gradients", builtin, internal_batch_size=32).raw_attributions(x)
     assert max(sizes) <= 4
     # Equal up to float32 rounding, which the ReLU6 kinks of a random-init MobileNetV2 can
-    # amplify at a few pixels; the smooth quadrant model below checks exactness.
+    # amplify at a few pixels; the smooth quadrant model below checks exactness. At 1 thread
+    # the mean difference is 0.3 % unfolded and 1.1 % with BatchNorm folded (whose
+    # convolutions, now with a bias, round differently per batch size); correlation 0.9999.
     correlation = torch.corrcoef(torch.stack([small.flatten(), large.flatten()]))[0, 1]
     assert correlation > 0.999
-    assert (small - large).abs().mean() < 0.01 * large.abs().mean()
+    assert (small - large).abs().mean() < 0.02 * large.abs().mean()
 
 
 @pytest.mark.parametrize("internal_batch_size", [2, 16])

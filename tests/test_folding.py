@@ -13,6 +13,7 @@ from torch import nn
 from deepfake_xai import folding
 from deepfake_xai.detectors import Detector
 from deepfake_xai.engine import Engine
+from deepfake_xai.explainers.attribution import IntegratedGradientsExplainer
 from deepfake_xai.preprocessing import Harmonization
 
 SIZE = 32
@@ -163,3 +164,18 @@ def test_a_fold_that_changes_the_outputs_is_not_used(caplog):
 def test_folding_can_be_turned_off(monkeypatch):
     monkeypatch.setenv(folding.FOLD_ENV, "0")
     assert folding.folded(TinyDetector(Body())) is None
+
+
+def test_captum_attributions_run_the_folded_copy(monkeypatch):
+    detector = TinyDetector(Body())
+    x = detector.normalize(images(2))
+    monkeypatch.setenv(folding.FOLD_ENV, "0")
+    plain = IntegratedGradientsExplainer(detector, n_steps=8).attribute(x)["input"].maps
+    monkeypatch.setenv(folding.FOLD_ENV, "1")
+    calls = []
+    folding.folded(detector).detector.model["body"].register_forward_hook(
+        lambda *_: calls.append(1)
+    )
+    fast = IntegratedGradientsExplainer(detector, n_steps=8).attribute(x)["input"].maps
+    assert calls, "the explainer did not run the folded copy"
+    torch.testing.assert_close(fast, plain, atol=2e-3, rtol=0)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..folding import eager_network
 from ..registry import EXPLAINERS
 from .base import AttributionExplainer, Heatmaps, TargetSpec, normalize_maps, resolve_targets
 
@@ -38,7 +39,8 @@ BLUR_SIGMA_FRACTION = 1 / 16
 
 
 class LogitModel(nn.Module):
-    """A detector as a Captum forward: ``x -> (B, 2)`` scores ``[-logit, logit]``.
+    """A detector as a Captum forward: ``x -> (B, 2)`` scores ``[-logit, logit]``, computed by
+    its BatchNorm-folded copy where it has one (:mod:`deepfake_xai.folding`).
 
     Column 0 is the score of "real" and column 1 that of "fake", so Captum's ``target`` is the
     class index and target "real" explains ``-logit``.
@@ -49,7 +51,7 @@ class LogitModel(nn.Module):
         self.detector = detector
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logit = self.detector(x).float()
+        logit = eager_network(self.detector)(x).float()
         return torch.stack([-logit, logit], dim=1)
 
 
@@ -151,7 +153,7 @@ class CaptumExplainer(AttributionExplainer):
         if "predicted" not in names:
             return resolve_targets(target, x.new_zeros(len(x)))
         with torch.no_grad():
-            return resolve_targets(target, self.detector(x))
+            return resolve_targets(target, eager_network(self.detector)(x))
 
     def _extra_per_image(self, chunk: int) -> int:
         """How many perturbed copies of each image fit in one forward pass."""

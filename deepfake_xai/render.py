@@ -80,7 +80,7 @@ def overlay(
     colormap: str = "jet",
 ) -> Image.Image:
     """``image`` blended with the coloured heatmap (upsampled to the image size) at ``alpha``."""
-    base = image.convert("RGB") if isinstance(image, Image.Image) else Image.fromarray(_rgb(image))
+    base = _rgb_image(image) if isinstance(image, Image.Image) else Image.fromarray(_rgb(image))
     return blend(base, heatmap_image(heatmap, size=base.size, colormap=colormap), alpha=alpha)
 
 
@@ -91,7 +91,7 @@ def blend(image: Image.Image, coloured: Image.Image, *, alpha: float = 0.5) -> I
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
     if coloured.size != image.size:
         raise ValueError(f"the coloured map is {coloured.size}, the image {image.size}")
-    pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    pixels = np.asarray(_rgb_image(image), dtype=np.float32)
     blended = (1.0 - alpha) * pixels + alpha * np.asarray(coloured, dtype=np.float32)
     return Image.fromarray(np.rint(blended).astype(np.uint8))
 
@@ -102,7 +102,7 @@ def png_bytes(image: Image.Image) -> bytes:
     "The app under concurrent users")."""
     import cv2
 
-    pixels = np.asarray(image.convert("RGB"))[:, :, ::-1]
+    pixels = np.asarray(_rgb_image(image))[:, :, ::-1]
     options = [cv2.IMWRITE_PNG_COMPRESSION, 1,
                cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]  # fmt: skip
     if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV 4.11 and later
@@ -111,6 +111,11 @@ def png_bytes(image: Image.Image) -> bytes:
     if not ok:
         raise ValueError(f"OpenCV could not encode a {image.size} {image.mode} image as PNG")
     return encoded.tobytes()
+
+
+def _rgb_image(image: Image.Image) -> Image.Image:
+    """``image`` in RGB, converted (a copy) only when it is in another mode."""
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _rgb(array: np.ndarray) -> np.ndarray:
